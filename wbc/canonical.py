@@ -1,0 +1,121 @@
+"""The canonical on-disk form every trainer and evaluator reads, built once per source state.
+
+    <cache>/datasets/<name>-<fingerprint>/
+        images/<split>/<file>     links to the source images
+        labels/<split>/<stem>.txt 5-column YOLO rows (class cx cy w h, normalised) -- ultralytics reads them unchanged
+        attributes.csv            one row per box: split, image, box (row in the label file), class,
+                                  one integer code per attribute (value index; -1 unknown; -2 not applicable),
+                                  then any extra numeric columns of the source format
+        fields.csv                one row per image: split, image, width, height, field_class, source path
+        data.yaml                 ultralytics data yaml (+ attributes, wbc_classes)
+        report.json               every skipped / repaired / noted item
+
+The fingerprint covers the dataset yaml, the code version and every source file's name, size and
+modification time, so editing either rebuilds the cache; an unchanged source reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from wbc.errors import Problem, ProblemLog
+from wbc.formats import read_dataset
+from wbc.formats.base import link_image, unique_image_names
+from wbc.formats.yolo import format_row
+from wbc.paths import cache_root
+from wbc.schema import Dataset, DatasetSpec, load_spec
+
+CANONICAL_VERSION = 1
+
+
+def fingerprint(spec: DatasetSpec) -> str:
+    digest = hashlib.sha1()
+    digest.update(json.dumps([CANONICAL_VERSION, str(spec.root), spec.raw], sort_keys=True, default=str).encode())
+    for dirpath, dirnames, filenames in os.walk(spec.root, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith(".cache"):
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            digest.update(f"{os.path.relpath(path, spec.root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class CanonicalDataset:
+    """A built canonical dataset: where it lies and what the import reported."""
+
+    spec: DatasetSpec
+    root: Path
+    problems: ProblemLog
+    rebuilt: bool
+
+    @property
+    def data_yaml(self) -> Path:
+        return self.root / "data.yaml"
+
+    def attributes(self) -> pd.DataFrame:
+        return pd.read_csv(self.root / "attributes.csv", keep_default_na=False)
+
+    def fields(self) -> pd.DataFrame:
+        return pd.read_csv(self.root / "fields.csv", keep_default_na=False)
+
+    @property
+    def splits(self) -> list[str]:
+        return [s for s in self.spec.splits if (self.root / "labels" / s).is_dir()]
+
+
+def write_canonical(dataset: Dataset, out: Path) -> None:
+    """Write ``dataset`` in the canonical form to ``out`` (replacing it atomically)."""
+    spec = dataset.spec
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    box_rows, field_rows = [], []
+    for split, fields in dataset.splits.items():
+        unique_image_names(fields, spec.yaml_path)
+        (tmp / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for f in fields:
+            link_image(f.image, tmp / "images" / split / f.name)
+            (tmp / "labels" / split / f"{f.image.stem}.txt").write_text("".join(format_row(b, f.width, f.height, []) + "\n" for b in f.boxes))
+            field_rows.append({"split": split, "image": f.name, "width": f.width, "height": f.height,
+                               "field_class": "" if f.field_class is None else spec.names[f.field_class], "source": str(f.image.resolve())})
+            for i, b in enumerate(f.boxes):
+                row = {"split": split, "image": f.name, "box": i, "class": spec.names[b.cls]}
+                row.update({a.name: c for a, c in zip(spec.attributes, b.attributes)})
+                row.update({f"extra:{k}": v for k, v in zip(dataset.extra_columns, b.extra)})
+                box_rows.append(row)
+    columns = ["split", "image", "box", "class", *(a.name for a in spec.attributes), *(f"extra:{k}" for k in dataset.extra_columns)]
+    pd.DataFrame(box_rows, columns=columns).to_csv(tmp / "attributes.csv", index=False)
+    pd.DataFrame(field_rows, columns=["split", "image", "width", "height", "field_class", "source"]).to_csv(tmp / "fields.csv", index=False)
+    data = {"path": str(out.resolve()), **{s: f"images/{s}" for s in dataset.splits}, "nc": len(spec.names),
+            "names": dict(enumerate(spec.names)), "wbc_classes": spec.wbc_classes,
+            "attributes": [{"name": a.name, "values": list(a.values), "use": a.use} for a in spec.attributes],
+            "source_yaml": str(spec.yaml_path)}
+    (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    (tmp / "report.json").write_text(json.dumps([asdict(p) for p in dataset.problems.problems], indent=0))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def prepare(yaml_path: str | Path, root: str | Path | None = None, rebuild: bool = False, cache: Path | None = None) -> CanonicalDataset:
+    """Import a dataset yaml's raw data into the canonical cache (or reuse an up-to-date build)."""
+    spec = load_spec(yaml_path, root)
+    out = (cache or cache_root()) / "datasets" / f"{spec.name}-{fingerprint(spec)[:12]}"
+    if not rebuild and (out / "report.json").is_file():
+        problems = ProblemLog([Problem(**p) for p in json.loads((out / "report.json").read_text())])
+        return CanonicalDataset(spec, out, problems, rebuilt=False)
+    dataset = read_dataset(spec)
+    write_canonical(dataset, out)
+    return CanonicalDataset(spec, out, dataset.problems, rebuilt=True)

@@ -1,0 +1,41 @@
+"""One importer and one exporter per annotation format; nothing else parses raw annotation files.
+
+``read_dataset(spec)`` dispatches on ``spec.format``; ``write_dataset(dataset, out, fmt)`` writes a
+self-contained copy (images linked, annotations, ``dataset.yaml``) in any supported format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from wbc.errors import DatasetError
+from wbc.formats import attridet, coco, voc, yolo_csv
+from wbc.schema import Dataset, DatasetSpec
+
+SOURCE_KEYS = {
+    "attridet": {"labels"},
+    "lld": {"labels"},
+    "coco": {"annotations", "extra_columns"},
+    "voc": {"annotations", "images", "image_attributes"},
+    "yolo_csv": {"labels", "attributes_csv", "image_column", "field_class"},
+}
+_READERS = {"attridet": attridet.read, "lld": attridet.read, "coco": coco.read, "voc": voc.read, "yolo_csv": yolo_csv.read}
+
+
+def read_dataset(spec: DatasetSpec) -> Dataset:
+    unknown = sorted(set(spec.source) - SOURCE_KEYS[spec.format])
+    if unknown:
+        raise DatasetError(spec.yaml_path, f"source: unknown key(s) {unknown} for format {spec.format!r}; allowed: {sorted(SOURCE_KEYS[spec.format])}")
+    return _READERS[spec.format](spec)
+
+
+def write_dataset(dataset: Dataset, out: str | Path, fmt: str, copy_images: bool = False) -> Path:
+    """Export ``dataset`` to ``out`` in format ``fmt``; returns the written dataset yaml."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt in ("attridet", "lld"):
+        return attridet.write(dataset, out, lld=fmt == "lld", copy_images=copy_images)
+    writers = {"coco": coco.write, "voc": voc.write, "yolo_csv": yolo_csv.write}
+    if fmt not in writers:
+        raise ValueError(f"unknown format {fmt!r}; choose from {sorted(SOURCE_KEYS)}")
+    return writers[fmt](dataset, out, copy_images=copy_images)

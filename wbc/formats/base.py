@@ -1,0 +1,177 @@
+"""What every importer shares: listing a split's images, verifying them, and turning raw boxes
+into canonical boxes with every repair and skip counted."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from wbc.errors import DatasetError, ProblemLog
+from wbc.schema import Box, Dataset, DatasetSpec
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+CLIP_TOLERANCE_PX = 0.5  # overshoot below this is rounding in the source, not an annotation error
+
+
+def split_images(spec: DatasetSpec, split: str, image_dir_key: str | None = None) -> list[Path] | None:
+    """Image paths of a split, sorted; None when the split's source does not exist.
+
+    The split's yaml value is a folder of images, or a text file listing image paths or bare ids
+    (VOC ``ImageSets``); bare ids are looked up in ``source[image_dir_key]`` with any image suffix.
+    """
+    location = spec.root / spec.splits[split]
+    if location.is_dir():
+        return sorted(p for p in location.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not location.is_file():
+        return None
+    image_dir = spec.source_path(image_dir_key, split) if image_dir_key else location.parent
+    paths = []
+    for lineno, line in enumerate(location.read_text().splitlines(), 1):
+        entry = line.strip()
+        if not entry:
+            continue
+        candidate = Path(entry) if Path(entry).is_absolute() else location.parent / entry
+        if candidate.suffix.lower() in IMAGE_SUFFIXES:
+            paths.append(candidate)
+            continue
+        matches = [image_dir / f"{entry}{s}" for s in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")]
+        found = next((m for m in matches if m.exists()), None)
+        paths.append(found or image_dir / f"{entry}.jpg")  # a missing file is reported by the caller
+    return paths
+
+
+def image_size(path: Path) -> tuple[int, int] | str:
+    """(width, height) of a fully decodable image, or the reason it cannot be used."""
+    if not path.exists():
+        return "missing"
+    if path.stat().st_size == 0:
+        return "empty file"
+    try:
+        with Image.open(path) as im:
+            im.load()  # decodes the whole image: truncated files fail here, not in training
+            return im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        return f"corrupt image ({e})"
+
+
+class BoxSanitizer:
+    """Clips boxes to their image, drops zero-size and exact-duplicate boxes, and logs each case."""
+
+    def __init__(self, problems: ProblemLog, split: str):
+        self.problems, self.split = problems, split
+
+    def __call__(self, boxes: list[tuple[Box, int | None]], width: int, height: int, path) -> list[Box]:
+        """``boxes``: (box, source line) pairs in pixels -> the boxes to keep."""
+        kept, seen = [], set()
+        for box, line in boxes:
+            x1, y1, x2, y2 = box.xyxy
+            if not all(math.isfinite(v) for v in box.xyxy):
+                raise DatasetError(path, f"box coordinates are not finite: {box.xyxy}", line)
+            if x2 - x1 <= 0 or y2 - y1 <= 0:
+                self.problems.add(self.split, "skipped", "zero-size box", path, line, f"xyxy={_fmt(box.xyxy)}")
+                continue
+            cx1, cy1, cx2, cy2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))
+            if cx2 - cx1 <= 0 or cy2 - cy1 <= 0:
+                self.problems.add(self.split, "skipped", "box outside the image", path, line, f"xyxy={_fmt(box.xyxy)} image={width}x{height}")
+                continue
+            overshoot = max(cx1 - x1, cy1 - y1, x2 - cx2, y2 - cy2)
+            if overshoot > 0:
+                if overshoot > CLIP_TOLERANCE_PX:
+                    self.problems.add(self.split, "repaired", "box outside the image (clipped)", path, line, f"xyxy={_fmt(box.xyxy)} image={width}x{height}")
+                box = Box(box.cls, (cx1, cy1, cx2, cy2), box.attributes, box.extra)
+            if cx2 - cx1 < 1 or cy2 - cy1 < 1:
+                self.problems.add(self.split, "skipped", "zero-size box", path, line, f"under 1 px after clipping: xyxy={_fmt(box.xyxy)}")
+                continue
+            key = (box.cls, tuple(round(v, 3) for v in box.xyxy))
+            if key in seen:
+                self.problems.add(self.split, "skipped", "duplicate row", path, line, f"class {box.cls} xyxy={_fmt(box.xyxy)}")
+                continue
+            seen.add(key)
+            kept.append(box)
+        return kept
+
+
+def _fmt(xyxy) -> str:
+    return "(" + ", ".join(f"{v:.1f}" for v in xyxy) + ")"
+
+
+def parse_number(token: str, path, line: int, what: str) -> float:
+    try:
+        value = float(token)
+    except ValueError:
+        raise DatasetError(path, f"{what} is not a number: {token!r}", line) from None
+    if not math.isfinite(value):
+        raise DatasetError(path, f"{what} is not finite: {token!r}", line)
+    return value
+
+
+def parse_class_id(token: str, nc: int, path, line: int) -> int:
+    value = parse_number(token, path, line, "class id")
+    if value != int(value):
+        raise DatasetError(path, f"class id is not an integer: {token!r}", line)
+    if not 0 <= value < nc:
+        raise DatasetError(path, f"class id {int(value)} out of range: the dataset yaml declares {nc} classes (0..{nc - 1})", line)
+    return int(value)
+
+
+def numeric_token(token: str) -> str:
+    """'1', '1.0' and '1.000' are the same attribute value in numeric label files."""
+    try:
+        value = float(token)
+    except ValueError:
+        return token
+    return str(int(value)) if value.is_integer() else token
+
+
+def require_nonempty(dataset: Dataset) -> None:
+    for split, fields in dataset.splits.items():
+        if not fields:
+            raise DatasetError(dataset.spec.yaml_path, f"split {split!r} has no usable images ({dataset.spec.root / dataset.spec.splits[split]})")
+
+
+def link_image(source: Path, target: Path, copy: bool = False) -> None:
+    """Place ``source`` at ``target`` as a symlink (or a copy where links are not possible)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    if not copy:
+        try:
+            os.symlink(source.resolve(), target)
+            return
+        except OSError:
+            pass
+    shutil.copy2(source, target)
+
+
+def unique_image_names(fields, path) -> None:
+    names = {}
+    for f in fields:
+        if f.name in names and names[f.name] != f.image:
+            raise DatasetError(path, f"two images share the file name {f.name!r}: {names[f.name]} and {f.image}")
+        names[f.name] = f.image
+
+
+def write_dataset_yaml(spec: DatasetSpec, out: Path, fmt: str, splits: dict[str, str], source: dict) -> Path:
+    """Write a dataset yaml for an exported copy of ``spec``'s data in format ``fmt`` under ``out``."""
+    import yaml
+
+    doc = {"name": spec.name, "path": str(out.resolve()), "format": fmt, **splits, "names": list(spec.names)}
+    if spec.wbc_classes != spec.names:
+        doc["wbc_classes"] = list(spec.wbc_classes)
+    doc["source"] = source
+    doc["attributes"] = [
+        {k: v for k, v in {
+            "name": a.name, "values": list(a.values), "unknown": list(a.unknown) or None,
+            "not_applicable": list(a.not_applicable) or None,
+            "applies_to": None if a.applies_to is None else list(a.applies_to),
+            "use": None if a.use else False,
+        }.items() if v is not None}
+        for a in spec.attributes
+    ]
+    path = out / "dataset.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return path

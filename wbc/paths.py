@@ -1,0 +1,31 @@
+"""Where the project looks for data, weights and caches; every location can be overridden.
+
+Environment variables:
+    WBC_DATA_ROOT     root of raw datasets (default: ``<repo>/../shared/data``)
+    WBC_WEIGHTS_ROOT  pretrained weights (default: ``<repo>/../shared/weights``)
+    WBC_CACHE         canonical dataset caches (default: ``<repo>/.cache``)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env_path(var: str, default: Path) -> Path:
+    value = os.environ.get(var)
+    return Path(value).expanduser().resolve() if value else default.resolve()
+
+
+def data_root() -> Path:
+    return _env_path("WBC_DATA_ROOT", REPO_ROOT.parent / "shared" / "data")
+
+
+def weights_root() -> Path:
+    return _env_path("WBC_WEIGHTS_ROOT", REPO_ROOT.parent / "shared" / "weights")
+
+
+def cache_root() -> Path:
+    return _env_path("WBC_CACHE", REPO_ROOT / ".cache")

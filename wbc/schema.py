@@ -1,0 +1,266 @@
+"""The one dataset schema: a dataset yaml (spec) and the canonical in-memory form of its data.
+
+A dataset yaml extends the ultralytics data yaml::
+
+    path: pbc                    # dataset root; relative paths are taken under the data root
+    format: yolo_csv             # attridet | lld | coco | voc | yolo_csv (see wbc/formats)
+    train: images/train          # per split: image folder, or a text file of image ids / paths
+    val: images/val
+    test: images/test            # optional; a split whose source is absent is reported and left out
+    names: [BA, BNE, ...]        # class names, list or {id: name}
+    wbc_classes: [BA, ...]       # optional: the classes that are WBC types (default: all)
+    source: {...}                # format-specific locations; "{split}" is replaced by the split name
+    attributes:
+      - name: cell_size
+        values: [big, small]     # ordered value set, as the raw annotation spells it
+        unknown: ['']            # raw tokens meaning "unknown" (masked out)
+        not_applicable: []       # raw tokens meaning "not applicable" (masked out)
+        applies_to: [BA, ...]    # optional: classes that carry this attribute; others are not applicable
+        use: true                # false: kept for lossless round trips, never trained or scored
+
+Boxes carry one integer code per attribute: the index of the value in ``values`` (>= 0),
+``UNKNOWN`` (-1) or ``NOT_APPLICABLE`` (-2). ``code >= 0`` is the mask of known values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from wbc.errors import DatasetError, ProblemLog
+from wbc.paths import data_root
+
+UNKNOWN = -1
+NOT_APPLICABLE = -2
+SPLITS = ("train", "val", "test")
+FORMATS = ("attridet", "lld", "coco", "voc", "yolo_csv")
+_SPEC_KEYS = {"name", "path", "format", "names", "nc", "wbc_classes", "source", "attributes", "download", *SPLITS}
+_ATTRIBUTE_KEYS = {"name", "values", "unknown", "not_applicable", "applies_to", "use", "description"}
+
+
+def _tokens(values, path, what) -> tuple[str, ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, (list, tuple)):
+        raise DatasetError(path, f"{what} must be a list, got {values!r}")
+    return tuple("" if v is None else str(v) for v in values)
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One morphological attribute and its ordered value set."""
+
+    name: str
+    values: tuple[str, ...]
+    unknown: tuple[str, ...] = ()
+    not_applicable: tuple[str, ...] = ()
+    applies_to: tuple[str, ...] | None = None  # class names; None: every class
+    use: bool = True
+
+    def encode(self, token) -> int | None:
+        """Raw annotation token -> code; None when the token is outside the declared set."""
+        token = "" if token is None else str(token).strip()
+        if token in self.values:
+            return self.values.index(token)
+        if token in self.unknown:
+            return UNKNOWN
+        if token in self.not_applicable:
+            return NOT_APPLICABLE
+        return None
+
+    def decode(self, code: int) -> str:
+        """Code -> raw token (the first declared unknown / not-applicable token for masked codes)."""
+        if code >= 0:
+            return self.values[code]
+        tokens = self.unknown if code == UNKNOWN else self.not_applicable
+        if not tokens:
+            raise ValueError(f"attribute {self.name!r} declares no token for code {code}")
+        return tokens[0]
+
+    def absent_code(self, class_name: str) -> int:
+        """Code for a box that has no annotation of this attribute."""
+        if self.applies_to is not None and class_name not in self.applies_to:
+            return NOT_APPLICABLE
+        return UNKNOWN
+
+
+@dataclass
+class DatasetSpec:
+    """A parsed dataset yaml. ``root`` is absolute; ``splits`` maps split name -> its yaml value."""
+
+    name: str
+    yaml_path: Path
+    root: Path
+    format: str
+    names: list[str]
+    splits: dict[str, str]
+    attributes: list[Attribute]
+    source: dict
+    wbc_classes: list[str]
+    raw: dict = field(repr=False, default_factory=dict)
+
+    def source_path(self, key: str, split: str, default: str | None = None) -> Path | None:
+        """The dataset-relative location ``source[key]`` with ``{split}`` filled in, made absolute."""
+        template = self.source.get(key, default)
+        if template is None:
+            return None
+        return self.root / str(template).format(split=split)
+
+    def class_id(self, name: str) -> int | None:
+        return self.names.index(name) if name in self.names else None
+
+    @property
+    def used_attributes(self) -> list[Attribute]:
+        return [a for a in self.attributes if a.use]
+
+
+def _expand(value: str) -> str:
+    """Expand ${VAR} and ${VAR:-default} so that yamls can name machine-specific roots."""
+
+    def repl(match):
+        var, default = match.group(1), match.group(3)
+        return os.environ.get(var, default if default is not None else match.group(0))
+
+    return os.path.expanduser(re.sub(r"\$\{(\w+)(:-([^}]*))?\}", repl, value))
+
+
+def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetSpec:
+    """Read and validate a dataset yaml.
+
+    Args:
+        yaml_path: the dataset yaml.
+        root: overrides the yaml's ``path`` (the dataset root); otherwise a relative ``path``
+            is taken under ``wbc.paths.data_root()`` (env ``WBC_DATA_ROOT``).
+    """
+    yaml_path = Path(yaml_path)
+    if not yaml_path.is_file():
+        raise DatasetError(yaml_path, "dataset yaml not found")
+    try:
+        raw = yaml.safe_load(yaml_path.read_text()) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        raise DatasetError(yaml_path, f"invalid yaml: {getattr(e, 'problem', e)}", None if line is None else line + 1)
+    if not isinstance(raw, dict):
+        raise DatasetError(yaml_path, "a dataset yaml must be a mapping")
+    unknown_keys = sorted(set(raw) - _SPEC_KEYS)
+    if unknown_keys:
+        raise DatasetError(yaml_path, f"unknown key(s) {unknown_keys}; allowed: {sorted(_SPEC_KEYS)}")
+    fmt = raw.get("format")
+    if fmt not in FORMATS:
+        raise DatasetError(yaml_path, f"format must be one of {list(FORMATS)}, got {fmt!r}")
+
+    names = raw.get("names")
+    if isinstance(names, dict):
+        if sorted(names) != list(range(len(names))):
+            raise DatasetError(yaml_path, "names: ids must be 0..n-1 without gaps")
+        names = [names[i] for i in range(len(names))]
+    if not names or not isinstance(names, list):
+        raise DatasetError(yaml_path, "names: a non-empty list of class names is required")
+    names = [str(n) for n in names]
+    if len(set(names)) != len(names):
+        raise DatasetError(yaml_path, f"names: duplicate class names {sorted({n for n in names if names.count(n) > 1})}")
+    if "nc" in raw and raw["nc"] != len(names):
+        raise DatasetError(yaml_path, f"nc: {raw['nc']} does not match the {len(names)} names")
+
+    if root is not None:
+        dataset_root = Path(root).expanduser()
+    else:
+        if "path" not in raw:
+            raise DatasetError(yaml_path, "path: the dataset root is required")
+        dataset_root = Path(_expand(str(raw["path"])))
+        if not dataset_root.is_absolute():
+            dataset_root = data_root() / dataset_root
+    splits = {s: str(raw[s]) for s in SPLITS if raw.get(s) is not None}
+    for required in ("train", "val"):
+        if required not in splits:
+            raise DatasetError(yaml_path, f"{required}: split is required")
+
+    attributes, seen = [], set()
+    for i, a in enumerate(raw.get("attributes") or []):
+        where = f"attributes[{i}]"
+        if not isinstance(a, dict) or "name" not in a or "values" not in a:
+            raise DatasetError(yaml_path, f"{where}: needs 'name' and 'values'")
+        extra = sorted(set(a) - _ATTRIBUTE_KEYS)
+        if extra:
+            raise DatasetError(yaml_path, f"{where} ({a['name']}): unknown key(s) {extra}")
+        if a["name"] in seen:
+            raise DatasetError(yaml_path, f"{where}: duplicate attribute name {a['name']!r}")
+        seen.add(a["name"])
+        attr = Attribute(
+            name=str(a["name"]),
+            values=_tokens(a["values"], yaml_path, f"{where}.values"),
+            unknown=_tokens(a.get("unknown"), yaml_path, f"{where}.unknown"),
+            not_applicable=_tokens(a.get("not_applicable"), yaml_path, f"{where}.not_applicable"),
+            applies_to=None if a.get("applies_to") is None else _tokens(a["applies_to"], yaml_path, f"{where}.applies_to"),
+            use=bool(a.get("use", True)),
+        )
+        if len(attr.values) < 2:
+            raise DatasetError(yaml_path, f"{where} ({attr.name}): needs at least two values")
+        overlap = set(attr.values) & (set(attr.unknown) | set(attr.not_applicable))
+        if overlap or len(set(attr.values)) != len(attr.values):
+            raise DatasetError(yaml_path, f"{where} ({attr.name}): values must be distinct from each other and from unknown/not_applicable tokens")
+        for cls in attr.applies_to or ():
+            if cls not in names:
+                raise DatasetError(yaml_path, f"{where} ({attr.name}): applies_to names unknown class {cls!r}")
+        attributes.append(attr)
+
+    wbc_classes = [str(c) for c in raw.get("wbc_classes") or names]
+    for cls in wbc_classes:
+        if cls not in names:
+            raise DatasetError(yaml_path, f"wbc_classes: unknown class {cls!r}")
+    source = raw.get("source") or {}
+    if not isinstance(source, dict):
+        raise DatasetError(yaml_path, "source: must be a mapping")
+    return DatasetSpec(
+        name=str(raw.get("name") or yaml_path.stem),
+        yaml_path=yaml_path.resolve(),
+        root=dataset_root.resolve(),
+        format=fmt,
+        names=names,
+        splits=splits,
+        attributes=attributes,
+        source=source,
+        wbc_classes=wbc_classes,
+        raw=raw,
+    )
+
+
+@dataclass
+class Box:
+    """One annotated cell. ``xyxy`` in pixels; ``attributes`` one code per spec attribute;
+    ``extra`` format-specific numbers kept for lossless round trips (e.g. LLD's point columns)."""
+
+    cls: int
+    xyxy: tuple[float, float, float, float]
+    attributes: tuple[int, ...]
+    extra: tuple[float, ...] = ()
+
+
+@dataclass
+class Field:
+    """One smear image (a microscope field) and its boxes. ``field_class``: a class id that
+    labels the whole field (PBC's expert label), or None."""
+
+    image: Path
+    width: int
+    height: int
+    boxes: list[Box] = field(default_factory=list)
+    field_class: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.image.name
+
+
+@dataclass
+class Dataset:
+    """Canonical data: split name -> fields, plus every skipped or repaired item."""
+
+    spec: DatasetSpec
+    splits: dict[str, list[Field]]
+    problems: ProblemLog = field(default_factory=ProblemLog)
+    extra_columns: tuple[str, ...] = ()
