@@ -72,6 +72,12 @@ class CanonicalDataset:
     def fields(self) -> pd.DataFrame:
         return pd.read_csv(self.root / "fields.csv", keep_default_na=False)
 
+    def content(self) -> dict:
+        """Everything the canonical form says, as text: for comparing two builds (e.g. after a round trip)."""
+        labels = {str(p.relative_to(self.root)): p.read_text() for p in sorted((self.root / "labels").glob("*/*.txt"))}
+        return {"labels": labels, "attributes": (self.root / "attributes.csv").read_text(), "fields": (self.root / "fields.csv").read_text(),
+                "names": self.spec.names, "attributes_declared": [a.name for a in self.spec.attributes]}
+
     @property
     def splits(self) -> list[str]:
         return [s for s in self.spec.splits if (self.root / "labels" / s).is_dir()]

@@ -73,7 +73,7 @@ def format_summary(summary: dict, canonical: CanonicalDataset, verbose: bool = F
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", required=True, help="dataset yaml")
+    parser.add_argument("--data", default="data/pbc_wbcatt.yaml", help="dataset yaml")
     parser.add_argument("--data-root", help="dataset root, overriding the yaml's path (default: under $WBC_DATA_ROOT)")
     parser.add_argument("--rebuild", action="store_true", help="re-import even if the cache is up to date")
     parser.add_argument("--verbose", action="store_true", help="list every skipped / repaired / noted item")

@@ -136,6 +136,8 @@ def require_nonempty(dataset: Dataset) -> None:
 def link_image(source: Path, target: Path, copy: bool = False) -> None:
     """Place ``source`` at ``target`` as a symlink (or a copy where links are not possible)."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and target.resolve() == source.resolve():
+        return
     if target.is_symlink() or target.exists():
         target.unlink()
     if not copy:

@@ -1,0 +1,57 @@
+"""Train the WBC detector in two phases (AttriDet's recipe on ultralytics).
+
+    python train.py --data data/pbc_wbcatt.yaml --weights ../shared/weights/yolov5n.pt --imgsz 320 --epochs 10 --phase 1
+    python train.py --data data/WBC_v1.yaml --cfg yolov5x --weights yolov5x.pt --phase both --epochs 100 200 --batch 8 --imgsz 640
+    python train.py --name exp --resume          # continue the interrupted phase of runs/train/exp
+"""
+
+import argparse
+import sys
+
+from wbc.training import train
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description="Two-phase WBC detector training", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="data/pbc_wbcatt.yaml", help="dataset yaml")
+    p.add_argument("--data-root", help="dataset root overriding the yaml's path")
+    p.add_argument("--weights", help="initial weights: ultralytics .pt, original YOLOv5 .pt, or a model config")
+    p.add_argument("--cfg", help="model config (yolov5n..yolov5x or a yaml); weights are transferred into it")
+    p.add_argument("--hyp", nargs="+", help="hyp yaml per phase (default: scratch-low for phase 1, scratch-high for phase 2)")
+    p.add_argument("--epochs", nargs="+", type=int, default=[100, 200], help="epochs per phase")
+    p.add_argument("--phase", choices=["1", "2", "both"], default="1")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--name", default="exp")
+    p.add_argument("--device", default="cpu", help="cpu, 0, 0,1 ...")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--resume", action="store_true", help="continue runs/train/<name> from the last.pt of its unfinished phase")
+    p.add_argument("--exist-ok", action="store_true", help="reuse runs/train/<name> instead of making <name>2")
+    p.add_argument("--cache", choices=["ram", "disk"], help="cache decoded images")
+    p.add_argument("--time", type=float, help="hours per phase; overrides --epochs")
+    p.add_argument("--patience", type=int, default=100)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    phases = [1, 2] if args.phase == "both" else [int(args.phase)]
+    epochs = args.epochs if len(args.epochs) == len(phases) else [args.epochs[0]] * len(phases) if len(args.epochs) == 1 else None
+    if epochs is None:
+        sys.exit(f"--epochs: give one value per phase ({len(phases)})")
+    if args.phase != "both" and len(args.epochs) == 2:
+        epochs = [args.epochs[phases[0] - 1]]
+    hyps = (args.hyp or [None]) * (len(phases) if not args.hyp or len(args.hyp) == 1 else 1)
+    extra = {k: v for k, v in {"cache": args.cache, "time": args.time, "patience": args.patience}.items() if v is not None}
+    results = train(args.data, args.weights, phases, epochs, hyps[: len(phases)], args.name, args.imgsz, args.batch,
+                    args.device, args.resume, args.data_root, exist_ok=args.exist_ok, workers=args.workers, cfg=args.cfg, extra=extra)
+    print(f"\n{'phase':<6} {'epochs':>6} {'mAP50':>7} {'mAP50-95':>9} {'wall':>8}  weights")
+    for r in results:
+        print(f"{r.phase:<6} {r.epochs:>6} {r.metrics.get('metrics/mAP50(B)', float('nan')):>7.3f} "
+              f"{r.metrics.get('metrics/mAP50-95(B)', float('nan')):>9.3f} {r.wall_s / 60:>7.1f}m  {r.best}")
+        if r.transferred:
+            print(f"       transferred {r.transferred[0]}/{r.transferred[1]} tensors from the original YOLOv5 checkpoint")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Two-phase detector training on ultralytics (AttriDet's recipe, without forking the loop).
+
+Phase 1 starts from the given weights (COCO backbone, a checkpoint or a model config); phase 2
+starts from phase 1's ``last.pt`` with its own hyperparameters. Each phase is an ordinary
+ultralytics run under ``runs/train/<name>/phase1|phase2/``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach for the network from here
+
+import torch
+from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.utils import LOGGER
+
+from wbc import weights as wts
+from wbc.canonical import prepare
+from wbc.hyp import load_hyp
+from wbc.paths import REPO_ROOT
+
+DEFAULT_HYPS = {1: "scratch-low", 2: "scratch-high"}
+
+
+class WBCDetectionTrainer(DetectionTrainer):
+    """DetectionTrainer that can start from an original YOLOv5-repository checkpoint."""
+
+    yolov5_source: str | None = None  # path of an original YOLOv5 checkpoint to transfer from
+    transferred: tuple[int, int] | None = None
+
+    def get_model(self, cfg=None, weights=None, verbose=True):
+        model = super().get_model(cfg, weights, verbose)
+        if weights is None and self.yolov5_source:
+            self.transferred = wts.transfer(model, wts.load_yolov5_original(self.yolov5_source))
+            LOGGER.info(f"Transferred {self.transferred[0]}/{self.transferred[1]} tensors from {self.yolov5_source} "
+                        f"(the anchor-based YOLOv5 head does not transfer)")
+        return model
+
+
+@dataclass
+class PhaseResult:
+    phase: int
+    save_dir: Path
+    epochs: int
+    wall_s: float
+    metrics: dict = field(default_factory=dict)
+    transferred: tuple[int, int] | None = None
+
+    @property
+    def last(self) -> Path:
+        return self.save_dir / "weights" / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.save_dir / "weights" / "best.pt"
+
+
+def checkpoint_finished(path: Path) -> bool:
+    """True when an ultralytics checkpoint is final (its epoch is -1 after the last epoch)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return ckpt.get("epoch", -1) == -1
+
+
+def run_phase(phase: int, data_yaml: Path, init: str, run_dir: Path, epochs: int, hyp: str | None = None,
+              imgsz: int = 640, batch: int = 8, device: str = "cpu", resume: bool = False, workers: int = 2,
+              cfg: str | None = None, extra: dict | None = None, callbacks: dict | None = None) -> PhaseResult:
+    """Train one phase from ``init`` (weights or a model config); ``cfg`` optionally names the
+    architecture the weights are transferred into. ``resume`` continues the phase's own last.pt."""
+    save_dir = run_dir / f"phase{phase}"
+    hyp_args, _ = load_hyp(hyp or DEFAULT_HYPS[phase])
+    if resume:
+        overrides = {"model": str(save_dir / "weights" / "last.pt"), "resume": str(save_dir / "weights" / "last.pt"),
+                     "data": str(data_yaml), "device": device, "workers": workers}
+        source = None
+    else:
+        kind, path = wts.resolve(init)
+        source = path if kind == "yolov5" else None
+        if kind == "yolov5":
+            model = wts.model_config(cfg or infer_config_for(path))
+        elif kind == "ultralytics" and cfg:
+            model = wts.model_config(cfg)
+        else:
+            model = path
+        overrides = {"model": model, "data": str(data_yaml), "epochs": epochs, "imgsz": imgsz, "batch": batch,
+                     "device": device, "workers": workers, "project": str(run_dir), "name": save_dir.name,
+                     "exist_ok": True, "pretrained": path if kind == "ultralytics" and cfg else kind == "ultralytics", **hyp_args, **(extra or {})}
+    trainer = WBCDetectionTrainer(overrides=overrides)
+    trainer.yolov5_source = source
+    for event, fn in (callbacks or {}).items():
+        trainer.add_callback(event, fn)
+    start = time.time()
+    trainer.train()
+    metrics = {k: float(v) for k, v in (trainer.metrics or {}).items()}
+    return PhaseResult(phase, Path(trainer.save_dir), trainer.epochs, time.time() - start, metrics, trainer.transferred)
+
+
+def infer_config_for(yolov5_checkpoint: str) -> str:
+    """The v5u config matching an original YOLOv5 checkpoint's scale (``yolov5n.pt`` -> ``yolov5n``)."""
+    stem = Path(yolov5_checkpoint).stem
+    if wts.SCALE_NAME.match(stem):
+        return stem
+    model = wts.load_yolov5_original(yolov5_checkpoint)
+    yaml_cfg = getattr(model, "yaml", {}) or {}
+    depth, width = yaml_cfg.get("depth_multiple"), yaml_cfg.get("width_multiple")
+    scales = {(0.33, 0.25): "n", (0.33, 0.5): "s", (0.67, 0.75): "m", (1.0, 1.0): "l", (1.33, 1.25): "x"}
+    scale = scales.get((depth, width))
+    if scale is None:
+        raise ValueError(f"{yolov5_checkpoint}: cannot tell its YOLOv5 scale (depth {depth}, width {width}); pass --cfg")
+    return f"yolov5{scale}"
+
+
+def new_run_dir(name: str, project: Path | None = None, exist_ok: bool = False) -> Path:
+    """runs/train/<name>, or <name>2, <name>3 ... so that an earlier run is never overwritten."""
+    project = project or REPO_ROOT / "runs" / "train"
+    path, n = project / name, 2
+    while path.exists() and not exist_ok:
+        path, n = project / f"{name}{n}", n + 1
+    return path
+
+
+def phase_to_resume(run_dir: Path, phases: list[int]) -> tuple[int, bool] | None:
+    """(first phase to run, whether it resumes from its own last.pt) for ``--resume``; None if all finished."""
+    for phase in phases:
+        last = run_dir / f"phase{phase}" / "weights" / "last.pt"
+        if not last.exists():
+            return phase, False
+        if not checkpoint_finished(last):
+            return phase, True
+    return None
+
+
+def train(data: str, weights: str | None, phases: list[int], epochs: list[int], hyps: list[str | None], name: str,
+          imgsz: int = 640, batch: int = 8, device: str = "cpu", resume: bool = False, data_root: str | None = None,
+          project: Path | None = None, exist_ok: bool = False, workers: int = 2, cfg: str | None = None,
+          extra: dict | None = None, callbacks: dict | None = None) -> list[PhaseResult]:
+    """Run the requested phases in order; phase 2 starts from phase 1's last.pt (or ``weights`` when only phase 2 runs)."""
+    canonical = prepare(data, data_root)
+    run_dir = (project or REPO_ROOT / "runs" / "train") / name if (resume or exist_ok) else new_run_dir(name, project)
+    start_phase, resume_first = phases[0], False
+    if resume:
+        todo = phase_to_resume(run_dir, phases)
+        if todo is None:
+            LOGGER.info(f"{run_dir}: every requested phase has finished; nothing to resume")
+            return []
+        start_phase, resume_first = todo
+    results = []
+    for phase, n_epochs, hyp in zip(phases, epochs, hyps):
+        if phase < start_phase:
+            continue
+        if phase == 2 and 1 in phases:
+            init = str(run_dir / "phase1" / "weights" / "last.pt")
+        elif phase == 2 and weights is None:
+            init = str(run_dir / "phase1" / "weights" / "last.pt")  # the same run name's phase 1
+        else:
+            init = weights or cfg
+            if init is None:
+                raise ValueError("pass --weights or --cfg")
+        result = run_phase(phase, canonical.data_yaml, init, run_dir, n_epochs, hyp, imgsz, batch, device,
+                           resume=resume_first and phase == start_phase, workers=workers,
+                           cfg=cfg if phase == phases[0] else None, extra=extra, callbacks=callbacks)
+        results.append(result)
+    return results

@@ -1,0 +1,114 @@
+"""Finding and reading detector weights without ever downloading.
+
+Accepted:
+    * a model yaml or a scale name (``yolov5n`` .. ``yolov5x``, ``models/yolov5s.yaml``): built from scratch;
+    * an ultralytics checkpoint (``last.pt`` / ``best.pt`` of a run, ``yolov5xu.pt`` brought by the user);
+    * an original YOLOv5-repository checkpoint (``yolov5n.pt`` from ../shared/weights, AttriDet's
+      ``yolov5x.pt``): read with stand-in classes, and every tensor whose name and shape match is
+      copied into the v5u model (backbone and neck; the anchor-based head does not transfer).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from wbc.paths import REPO_ROOT, weights_root
+
+SCALE_NAME = re.compile(r"^yolov5[nsmlx]u?$")
+
+
+class WeightsNotFound(FileNotFoundError):
+    pass
+
+
+def _missing(path: str) -> WeightsNotFound:
+    local = sorted(p.name for p in weights_root().glob("*.pt")) if weights_root().is_dir() else []
+    return WeightsNotFound(
+        f"weights {path!r} not found, and nothing is downloaded here. Pass a local file: an ultralytics "
+        f"checkpoint, an original YOLOv5 checkpoint (local: {', '.join(str(weights_root() / n) for n in local) or 'none in ' + str(weights_root())}), "
+        f"or a model config such as 'yolov5n' / models/yolov5n.yaml to start from scratch."
+    )
+
+
+def model_config(name: str) -> str:
+    """'yolov5n', 'yolov5nu', 'yolov5n.yaml' or a yaml path -> a yaml path ultralytics can build."""
+    stem = Path(name).stem
+    if SCALE_NAME.match(stem) and not Path(name).is_file():
+        return str(REPO_ROOT / "models" / f"{stem.rstrip('u')}.yaml")  # resolved to models/yolov5.yaml, scale from the name
+    if not Path(name).is_file():
+        raise _missing(name)
+    return str(Path(name).resolve())
+
+
+def _stand_in(module: str, name: str) -> type:
+    """An nn.Module subclass named like the yolov5 class, so that its pickled state loads as a module tree."""
+    return type(name, (nn.Module,), {"__module__": module, "forward": lambda self, *a: None})
+
+
+class _YOLOv5Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if module.split(".")[0] in ("models", "utils"):
+            return _stand_in(module, name)
+        return super().find_class(module, name)
+
+
+class _YOLOv5Pickle:
+    """A ``pickle_module`` for torch.load that maps the yolov5 repository's classes to stand-ins."""
+
+    Unpickler = _YOLOv5Unpickler
+    __name__ = "yolov5_pickle"
+
+    @staticmethod
+    def load(file, **kwargs):
+        return _YOLOv5Unpickler(file, **kwargs).load()
+
+
+def is_yolov5_original(path: str | Path) -> bool:
+    """True for checkpoints pickled by the yolov5 repository (their model class lives in ``models.yolo``)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+            return data is not None and b"models.yolo" in z.read(data)
+    except zipfile.BadZipFile:
+        return False
+
+
+def load_yolov5_original(path: str | Path) -> nn.Module:
+    """The model of an original YOLOv5 checkpoint as a module tree of stand-ins (state_dict works).
+
+    Uses a restricted unpickler: only the yolov5 repository's ``models.*`` / ``utils.*`` classes are
+    replaced, everything else resolves as usual. Only open checkpoints you trust.
+    """
+    ckpt = torch.load(path, map_location="cpu", pickle_module=_YOLOv5Pickle, weights_only=False)
+    model = ckpt.get("ema") or ckpt["model"]
+    return model.float()
+
+
+def transfer(model: nn.Module, source: nn.Module | dict) -> tuple[int, int]:
+    """Copy every tensor of ``source`` whose name and shape match into ``model``.
+
+    Returns (tensors transferred, tensors in the source).
+    """
+    source_sd = source if isinstance(source, dict) else source.state_dict()
+    target_sd = model.state_dict()
+    matched = {k: v for k, v in source_sd.items() if k in target_sd and target_sd[k].shape == v.shape}
+    model.load_state_dict(matched, strict=False)
+    return len(matched), len(source_sd)
+
+
+def resolve(weights: str) -> tuple[str, str]:
+    """Classify a --weights / --cfg argument. Returns (kind, path) with kind one of
+    'config' (build from scratch), 'ultralytics' (checkpoint), 'yolov5' (original repository checkpoint)."""
+    path = Path(weights)
+    if path.suffix in (".yaml", ".yml") or (SCALE_NAME.match(path.stem) and not path.is_file() and path.suffix == ""):
+        return "config", model_config(weights)
+    if not path.is_file():
+        raise _missing(weights)
+    return ("yolov5" if is_yolov5_original(path) else "ultralytics"), str(path.resolve())
