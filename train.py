@@ -30,6 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--cache", choices=["ram", "disk"], help="cache decoded images")
     p.add_argument("--time", type=float, help="hours per phase; overrides --epochs")
     p.add_argument("--patience", type=int, default=100)
+    p.add_argument("--optimizer", default="SGD", help="SGD (YOLOv5's), AdamW, or auto (ultralytics picks by run length)")
     return p.parse_args(argv)
 
 
@@ -42,7 +43,7 @@ def main(argv=None):
     if args.phase != "both" and len(args.epochs) == 2:
         epochs = [args.epochs[phases[0] - 1]]
     hyps = (args.hyp or [None]) * (len(phases) if not args.hyp or len(args.hyp) == 1 else 1)
-    extra = {k: v for k, v in {"cache": args.cache, "time": args.time, "patience": args.patience}.items() if v is not None}
+    extra = {k: v for k, v in {"cache": args.cache, "time": args.time, "patience": args.patience, "optimizer": args.optimizer}.items() if v is not None}
     results = train(args.data, args.weights, phases, epochs, hyps[: len(phases)], args.name, args.imgsz, args.batch,
                     args.device, args.resume, args.data_root, exist_ok=args.exist_ok, workers=args.workers, cfg=args.cfg, extra=extra)
     print(f"\n{'phase':<6} {'epochs':>6} {'mAP50':>7} {'mAP50-95':>9} {'wall':>8}  weights")

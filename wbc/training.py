@@ -87,7 +87,8 @@ def run_phase(phase: int, data_yaml: Path, init: str, run_dir: Path, epochs: int
             model = path
         overrides = {"model": model, "data": str(data_yaml), "epochs": epochs, "imgsz": imgsz, "batch": batch,
                      "device": device, "workers": workers, "project": str(run_dir), "name": save_dir.name,
-                     "exist_ok": True, "pretrained": path if kind == "ultralytics" and cfg else kind == "ultralytics", **hyp_args, **(extra or {})}
+                     "exist_ok": True, "pretrained": path if kind == "ultralytics" and cfg else kind == "ultralytics",
+                     "optimizer": "SGD", **hyp_args, **(extra or {})}  # SGD as in YOLOv5 (ultralytics' 'auto' would override lr0)
     trainer = WBCDetectionTrainer(overrides=overrides)
     trainer.yolov5_source = source
     for event, fn in (callbacks or {}).items():
@@ -151,16 +152,16 @@ def train(data: str, weights: str | None, phases: list[int], epochs: list[int], 
     for phase, n_epochs, hyp in zip(phases, epochs, hyps):
         if phase < start_phase:
             continue
-        if phase == 2 and 1 in phases:
-            init = str(run_dir / "phase1" / "weights" / "last.pt")
-        elif phase == 2 and weights is None:
-            init = str(run_dir / "phase1" / "weights" / "last.pt")  # the same run name's phase 1
-        else:
+        resuming = resume_first and phase == start_phase
+        if resuming:
+            init = None
+        elif phase == 2 and (1 in phases or weights is None):
+            init = str(run_dir / "phase1" / "weights" / "last.pt")  # this run's (or the same run name's) phase 1
+        elif weights or cfg:
             init = weights or cfg
-            if init is None:
-                raise ValueError("pass --weights or --cfg")
-        result = run_phase(phase, canonical.data_yaml, init, run_dir, n_epochs, hyp, imgsz, batch, device,
-                           resume=resume_first and phase == start_phase, workers=workers,
-                           cfg=cfg if phase == phases[0] else None, extra=extra, callbacks=callbacks)
-        results.append(result)
+        else:
+            raise ValueError("pass --weights or --cfg")
+        results.append(run_phase(phase, canonical.data_yaml, init, run_dir, n_epochs, hyp, imgsz, batch, device,
+                                 resume=resuming, workers=workers, cfg=cfg if phase == phases[0] else None,
+                                 extra=extra, callbacks=callbacks))
     return results

@@ -1,0 +1,82 @@
+"""Time one training epoch of train.py's trainer against plain ultralytics, same model, data and machine.
+
+    .venv/bin/python benchmarks/train_epoch.py --data data/pbc_wbcatt.yaml --imgsz 256 --fraction 0.1
+
+Both runs build yolov5n from its config (the weights do not change the cost of an epoch), train
+one epoch without validation or plots, and are timed from the first batch to the end of the
+epoch. Writes runs/benchmark/train_epoch/<name>/result.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+from ultralytics import YOLO  # noqa: E402
+
+from wbc.canonical import prepare  # noqa: E402
+from wbc.training import new_run_dir, train  # noqa: E402
+from wbc.weights import model_config  # noqa: E402
+
+
+class EpochTimer:
+    def __init__(self):
+        self.start = self.end = None
+
+    def on_train_epoch_start(self, trainer):
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer):
+        self.end = time.perf_counter()
+
+    @property
+    def seconds(self):
+        return self.end - self.start
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data/pbc_wbcatt.yaml")
+    p.add_argument("--model", default="yolov5n")
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--fraction", type=float, default=0.1, help="share of the train split per epoch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--name", default="exp")
+    args = p.parse_args()
+
+    canonical = prepare(args.data)
+    common = dict(epochs=1, imgsz=args.imgsz, batch=args.batch, device=args.device, workers=2, val=False, plots=False,
+                  fraction=args.fraction, optimizer="SGD", warmup_epochs=0)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
+
+    plain = EpochTimer()
+    model = YOLO(model_config(args.model))
+    model.add_callback("on_train_epoch_start", plain.on_train_epoch_start)
+    model.add_callback("on_train_epoch_end", plain.on_train_epoch_end)
+    model.train(data=str(canonical.data_yaml), project=str(tmp), name="plain", **common)
+
+    ours = EpochTimer()
+    extra = {k: v for k, v in common.items() if k not in ("epochs", "imgsz", "batch", "device", "workers")}
+    train(args.data, args.model, [1], [1], ["scratch-low"], "ours", imgsz=args.imgsz, batch=args.batch, device=args.device,
+          project=tmp, extra=extra, callbacks={"on_train_epoch_start": ours.on_train_epoch_start, "on_train_epoch_end": ours.on_train_epoch_end})
+
+    result = {"data": args.data, "model": args.model, "imgsz": args.imgsz, "batch": args.batch, "fraction": args.fraction,
+              "device": args.device, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+              "plain_ultralytics_epoch_s": plain.seconds, "train_py_epoch_s": ours.seconds, "ratio": ours.seconds / plain.seconds}
+    out = new_run_dir(args.name, Path("runs/benchmark/train_epoch"))
+    out.mkdir(parents=True)
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    print(f"\nplain ultralytics epoch: {plain.seconds:.1f} s\ntrain.py epoch:          {ours.seconds:.1f} s\n"
+          f"ratio (train.py / plain): {result['ratio']:.3f}\nwritten to {out / 'result.json'}")
+
+
+if __name__ == "__main__":
+    main()

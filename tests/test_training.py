@@ -1,0 +1,150 @@
+"""Detector training: weights transfer, hyps, phase 1 -> phase 2 hand-over, resume after interruption.
+Tiny models on tiny generated images; a few seconds per phase."""
+
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import shared_weights
+from wbc import weights as wts
+from wbc.hyp import HypError, load_hyp
+from wbc.training import WBCDetectionTrainer, train
+
+TINY = dict(imgsz=64, batch=4, device="cpu", workers=0)
+FAST = {"plots": False, "warmup_epochs": 0, "val": True}
+
+
+def fake_yolov5_checkpoint(path, scale="n"):
+    """Write a checkpoint shaped like the yolov5 repository's: classes pickled from ``models.*``,
+    an anchor-based Detect head, and the backbone + neck of a v5u model of the same scale."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    common, yolo = types.ModuleType("models.common"), types.ModuleType("models.yolo")
+    package = types.ModuleType("models")
+    saved = {k: sys.modules.get(k) for k in ("models", "models.common", "models.yolo")}
+    sys.modules.update({"models": package, "models.common": common, "models.yolo": yolo})
+    classes = {}
+
+    def fake_class(name, module):
+        if name not in classes:
+            classes[name] = type(name, (nn.Module,), {"__module__": module.__name__})
+            setattr(module, name, classes[name])
+        return classes[name]
+
+    def mirror(m):
+        if type(m).__module__.startswith("torch.nn"):
+            return m
+        new = fake_class(type(m).__name__, common)()
+        for name, child in m.named_children():
+            new.add_module(name, mirror(child))
+        return new
+
+    try:
+        source = DetectionModel(str(wts.model_config(f"yolov5{scale}")), nc=80, verbose=False)
+        model = fake_class("Model", yolo)()
+        layers = nn.Sequential(*[mirror(m) for m in source.model[:-1]])
+        detect = fake_class("Detect", yolo)()
+        detect.m = nn.ModuleList(nn.Conv2d(c, 255, 1) for c in (64, 128, 256))
+        detect.register_buffer("anchors", torch.ones(3, 3, 2))
+        layers.add_module("24", detect)
+        model.model = layers
+        torch.save({"epoch": -1, "model": model.half(), "ema": None, "optimizer": None}, path)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    return source
+
+
+def test_original_yolov5_checkpoint_transfers_backbone_and_neck(tmp_path):
+    path = tmp_path / "yolov5n.pt"
+    source = fake_yolov5_checkpoint(path)
+    assert wts.resolve(str(path)) == ("yolov5", str(path.resolve()))
+    loaded = wts.load_yolov5_original(path)
+    from ultralytics.nn.tasks import DetectionModel
+
+    target = DetectionModel(wts.model_config("yolov5n"), nc=3, verbose=False)
+    moved, total = wts.transfer(target, loaded)
+    head = sum(1 for k in loaded.state_dict() if k.startswith("model.24."))
+    assert (moved, total) == (total - head, len(source.state_dict()) - len([k for k in source.state_dict() if k.startswith("model.24.")]) + head)
+    assert torch.equal(target.state_dict()["model.0.conv.weight"], source.state_dict()["model.0.conv.weight"].half().float())
+
+
+def test_real_yolov5n_checkpoint_transfers_342_of_349():
+    path = shared_weights("yolov5n.pt")
+    from ultralytics.nn.tasks import DetectionModel
+
+    target = DetectionModel(wts.model_config("yolov5n"), nc=12, verbose=False)
+    assert wts.transfer(target, wts.load_yolov5_original(path)) == (342, 349)
+
+
+def test_missing_weights_fail_at_once_naming_alternatives():
+    with pytest.raises(wts.WeightsNotFound) as e:
+        wts.resolve("yolov5xu.pt")
+    assert "nothing is downloaded here" in str(e.value) and "yolov5n" in str(e.value)
+
+
+def test_hyps_translate_and_reject_unknown_keys(tmp_path):
+    args, _ = load_hyp("scratch-high")
+    assert args["box"] == pytest.approx(7.5) and args["mixup"] == 0.1 and "obj" not in args
+    bad = tmp_path / "hyp.bad.yaml"
+    bad.write_text("lr0: 0.01\nlearning_rate: 0.1\n")
+    with pytest.raises(HypError, match="unknown hyperparameter 'learning_rate'"):
+        load_hyp(bad)
+
+
+def test_phase2_starts_from_phase1_last_weights(synthetic, tmp_path):
+    first_weights = {}
+
+    def capture(trainer):
+        first_weights[trainer.save_dir.name] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+    results = train(str(synthetic("coco")), "yolov5n", [1, 2], [1, 1], ["no-augmentation", "no-augmentation"], "phases",
+                    project=tmp_path, extra=FAST, callbacks={"on_pretrain_routine_end": capture}, **TINY)
+    assert [r.phase for r in results] == [1, 2]
+    assert (tmp_path / "phases" / "phase1" / "weights" / "last.pt").is_file()
+    assert (tmp_path / "phases" / "phase2" / "results.csv").is_file()
+    ckpt = torch.load(results[0].last, map_location="cpu", weights_only=False)
+    last = (ckpt.get("ema") or ckpt["model"]).float().state_dict()
+    phase2 = first_weights["phase2"]
+    assert phase2.keys() == last.keys()
+    assert all(torch.equal(phase2[k].float(), last[k].float()) for k in last)
+    assert not all(torch.equal(first_weights["phase1"][k].float(), last[k].float()) for k in last)  # phase 1 did train
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_phase_resumes_from_its_last_checkpoint(synthetic, tmp_path):
+    def stop_mid_second_epoch(trainer):
+        if trainer.epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(str(synthetic("coco")), "yolov5n", [1], [2], ["no-augmentation"], "resumable", project=tmp_path,
+              extra=FAST, callbacks={"on_train_batch_end": stop_mid_second_epoch}, **TINY)
+    last = tmp_path / "resumable" / "phase1" / "weights" / "last.pt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0  # epoch 1 of 2 saved
+
+    started = []
+    results = train(str(synthetic("coco")), None, [1], [2], [None], "resumable", project=tmp_path, resume=True,
+                    callbacks={"on_train_epoch_start": lambda t: started.append(t.epoch)}, **TINY)
+    assert started == [1] and results[0].save_dir == tmp_path / "resumable" / "phase1"
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == -1  # finished
+    assert len((results[0].save_dir / "results.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+
+def test_transferred_model_trains(synthetic, tmp_path):
+    path = tmp_path / "yolov5n.pt"
+    fake_yolov5_checkpoint(path)
+    trained = []
+    results = train(str(synthetic("voc")), str(path), [1], [1], ["no-augmentation"], "transfer", project=tmp_path,
+                    extra=FAST, callbacks={"on_train_epoch_end": lambda t: trained.append(sum(float(v) for v in t.tloss.values()))}, **TINY)
+    assert results[0].transferred is not None and results[0].transferred[0] > 300
+    assert trained and all(torch.isfinite(torch.tensor(trained)))
