@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from ultralytics import YOLO  # noqa: E402
+from ultralytics import YOLO
 
-from wbc.canonical import prepare  # noqa: E402
-from wbc.training import new_run_dir, train  # noqa: E402
-from wbc.weights import model_config  # noqa: E402
+from wbc.canonical import prepare
+from wbc.paths import REPO_ROOT, new_run_dir
+from wbc.training import train
+from wbc.weights import model_config
 
 
 class EpochTimer:
@@ -71,7 +71,7 @@ def main():
     result = {"data": args.data, "model": args.model, "imgsz": args.imgsz, "batch": args.batch, "fraction": args.fraction,
               "device": args.device, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
               "plain_ultralytics_epoch_s": plain.seconds, "train_py_epoch_s": ours.seconds, "ratio": ours.seconds / plain.seconds}
-    out = new_run_dir(args.name, Path("runs/benchmark/train_epoch"))
+    out = new_run_dir(args.name, REPO_ROOT / "runs" / "benchmark" / "train_epoch")
     out.mkdir(parents=True)
     (out / "result.json").write_text(json.dumps(result, indent=2))
     print(f"\nplain ultralytics epoch: {plain.seconds:.1f} s\ntrain.py epoch:          {ours.seconds:.1f} s\n"

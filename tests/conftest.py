@@ -6,13 +6,14 @@ from pathlib import Path
 
 _TMP = Path(tempfile.mkdtemp(prefix="wbc-tests-"))
 os.environ["YOLO_OFFLINE"] = "1"
+os.environ["YOLO_AUTOINSTALL"] = "False"
 os.environ.setdefault("YOLO_CONFIG_DIR", str(_TMP / "ultralytics"))
 os.environ["WBC_CACHE"] = str(_TMP / "cache")
 
-import pytest  # noqa: E402
+import pytest
 
-from wbc.paths import data_root, weights_root  # noqa: E402
-from wbc.synth import generate  # noqa: E402
+from wbc.paths import data_root, weights_root
+from wbc.synth import generate
 
 REPO = Path(__file__).resolve().parent.parent
 

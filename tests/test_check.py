@@ -3,9 +3,8 @@
 import json
 import re
 
-import pytest
-
 from conftest import shared_dataset
+
 from wbc.check import main
 
 

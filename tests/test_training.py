@@ -6,12 +6,12 @@ import types
 
 import pytest
 import torch
+from conftest import shared_weights
 from torch import nn
 
-from conftest import shared_weights
 from wbc import weights as wts
 from wbc.hyp import HypError, load_hyp
-from wbc.training import WBCDetectionTrainer, train
+from wbc.training import train
 
 TINY = dict(imgsz=64, batch=4, device="cpu", workers=0)
 FAST = {"plots": False, "warmup_epochs": 0, "val": True}
@@ -117,6 +117,19 @@ def test_phase2_starts_from_phase1_last_weights(synthetic, tmp_path):
     assert not all(torch.equal(first_weights["phase1"][k].float(), last[k].float()) for k in last)  # phase 1 did train
 
 
+def test_phase2_alone_continues_phase1_of_the_same_name(synthetic, tmp_path):
+    train(str(synthetic("coco")), "yolov5n", [1], [1], ["no-augmentation"], "split", project=tmp_path, extra=FAST, **TINY)
+    starts = []
+    results = train(str(synthetic("coco")), None, [2], [1], ["no-augmentation"], "split", project=tmp_path, extra=FAST,
+                    callbacks={"on_pretrain_routine_end": lambda t: starts.append(t.args.model)}, **TINY)
+    assert results[0].save_dir == tmp_path / "split" / "phase2"
+    assert starts == [str(tmp_path / "split" / "phase1" / "weights" / "last.pt")]
+    with pytest.raises(FileExistsError, match="pass --resume"):
+        train(str(synthetic("coco")), None, [2], [1], [None], "split", project=tmp_path, **TINY)
+    again = train(str(synthetic("coco")), "yolov5n", [1], [1], ["no-augmentation"], "split", project=tmp_path, extra=FAST, **TINY)
+    assert again[0].save_dir == tmp_path / "split2" / "phase1"  # an earlier run is never overwritten
+
+
 class Interrupted(Exception):
     pass
 
@@ -148,3 +161,17 @@ def test_transferred_model_trains(synthetic, tmp_path):
                     extra=FAST, callbacks={"on_train_epoch_end": lambda t: trained.append(sum(float(v) for v in t.tloss.values()))}, **TINY)
     assert results[0].transferred is not None and results[0].transferred[0] > 300
     assert trained and all(torch.isfinite(torch.tensor(trained)))
+
+
+def test_field_type_accuracy_counts_each_field_once(synthetic, tmp_path):
+    from ultralytics import YOLO
+
+    from wbc.canonical import prepare
+    from wbc.field_accuracy import NO_WBC, field_type_accuracy
+
+    results = train(str(synthetic("yolo_csv")), "yolov5n", [1], [1], ["no-augmentation"], "fields", project=tmp_path, extra=FAST, **TINY)
+    canonical = prepare(synthetic("yolo_csv"))
+    result = field_type_accuracy(YOLO(results[0].best), canonical, "val", imgsz=64)
+    assert result["fields"] == 6 and sum(sum(c.values()) for c in result["confusion"].values()) == 6
+    assert set(result["confusion"]) == {"LY", "MO", "NE"}
+    assert 0 <= result["accuracy"] <= 1 and result["no_wbc_detected"] == sum(c.get(NO_WBC, 0) for c in result["confusion"].values())

@@ -31,9 +31,9 @@ def summarize(canonical: CanonicalDataset) -> dict:
             attributes[attr.name] = counts
         problems = canonical.problems.counts(split)
         summary["splits"][split] = {
-            "images": int(len(f)),
-            "images_without_boxes": int(len(set(f["image"]) - set(b["image"]))),
-            "boxes": int(len(b)),
+            "images": len(f),
+            "images_without_boxes": len(set(f["image"]) - set(b["image"])),
+            "boxes": len(b),
             "boxes_per_class": {name: int(per_class.get(name, 0)) for name in spec.names},
             "fields_per_class": dict(sorted(Counter(x for x in f["field_class"] if x).items())),
             "boxes_with_any_known_attribute": int((b[[a.name for a in spec.attributes]] >= 0).any(axis=1).sum()) if spec.attributes else 0,

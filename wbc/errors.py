@@ -47,5 +47,5 @@ class ProblemLog:
         """Counter keyed by (action, reason)."""
         return Counter((p.action, p.reason) for p in self.problems if split is None or p.split == split)
 
-    def extend(self, other: "ProblemLog") -> None:
+    def extend(self, other: ProblemLog) -> None:
         self.problems.extend(other.problems)

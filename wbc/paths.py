@@ -29,3 +29,11 @@ def weights_root() -> Path:
 
 def cache_root() -> Path:
     return _env_path("WBC_CACHE", REPO_ROOT / ".cache")
+
+
+def new_run_dir(name: str, project: Path, exist_ok: bool = False) -> Path:
+    """<project>/<name>, or <name>2, <name>3 ... so that an earlier run is never overwritten."""
+    path, n = project / name, 2
+    while path.exists() and not exist_ok:
+        path, n = project / f"{name}{n}", n + 1
+    return path

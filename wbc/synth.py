@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from wbc.formats import write_dataset
-from wbc.schema import Attribute, Box, Dataset, DatasetSpec, Field, NOT_APPLICABLE, UNKNOWN
+from wbc.schema import NOT_APPLICABLE, UNKNOWN, Attribute, Box, Dataset, DatasetSpec, Field
 
 WBC_CLASSES = ["LY", "MO", "NE"]
 NAMES = [*WBC_CLASSES, "RBC", "PLT"]

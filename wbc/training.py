@@ -7,12 +7,10 @@ ultralytics run under ``runs/train/<name>/phase1|phase2/``.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach for the network from here
 
 import torch
 from ultralytics.models.yolo.detect import DetectionTrainer
@@ -21,7 +19,7 @@ from ultralytics.utils import LOGGER
 from wbc import weights as wts
 from wbc.canonical import prepare
 from wbc.hyp import load_hyp
-from wbc.paths import REPO_ROOT
+from wbc.paths import REPO_ROOT, new_run_dir
 
 DEFAULT_HYPS = {1: "scratch-low", 2: "scratch-high"}
 
@@ -114,15 +112,6 @@ def infer_config_for(yolov5_checkpoint: str) -> str:
     return f"yolov5{scale}"
 
 
-def new_run_dir(name: str, project: Path | None = None, exist_ok: bool = False) -> Path:
-    """runs/train/<name>, or <name>2, <name>3 ... so that an earlier run is never overwritten."""
-    project = project or REPO_ROOT / "runs" / "train"
-    path, n = project / name, 2
-    while path.exists() and not exist_ok:
-        path, n = project / f"{name}{n}", n + 1
-    return path
-
-
 def phase_to_resume(run_dir: Path, phases: list[int]) -> tuple[int, bool] | None:
     """(first phase to run, whether it resumes from its own last.pt) for ``--resume``; None if all finished."""
     for phase in phases:
@@ -140,7 +129,15 @@ def train(data: str, weights: str | None, phases: list[int], epochs: list[int], 
           extra: dict | None = None, callbacks: dict | None = None) -> list[PhaseResult]:
     """Run the requested phases in order; phase 2 starts from phase 1's last.pt (or ``weights`` when only phase 2 runs)."""
     canonical = prepare(data, data_root)
-    run_dir = (project or REPO_ROOT / "runs" / "train") / name if (resume or exist_ok) else new_run_dir(name, project)
+    project = project or REPO_ROOT / "runs" / "train"
+    continues_phase1 = phases == [2] and weights is None and not resume  # phase 2 of an earlier phase-1 run
+    run_dir = project / name if (resume or exist_ok or continues_phase1) else new_run_dir(name, project)
+    if continues_phase1:
+        if not (run_dir / "phase1" / "weights" / "last.pt").is_file():
+            raise FileNotFoundError(f"{run_dir / 'phase1' / 'weights' / 'last.pt'} not found: phase 2 without --weights "
+                                    f"continues phase 1 of the same --name")
+        if (run_dir / "phase2").exists() and not exist_ok:
+            raise FileExistsError(f"{run_dir / 'phase2'} exists; pass --resume to continue it or --exist-ok to overwrite it")
     start_phase, resume_first = phases[0], False
     if resume:
         todo = phase_to_resume(run_dir, phases)

@@ -8,10 +8,10 @@ import os
 import shutil
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from wbc.errors import DatasetError, ProblemLog
-from wbc.schema import Box, Dataset, DatasetSpec
+from wbc.schema import Box, Dataset, DatasetSpec, Field
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 CLIP_TOLERANCE_PX = 0.5  # overshoot below this is rounding in the source, not an annotation error
@@ -54,8 +54,34 @@ def image_size(path: Path) -> tuple[int, int] | str:
         with Image.open(path) as im:
             im.load()  # decodes the whole image: truncated files fail here, not in training
             return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        return f"corrupt image ({e})"
+    except Exception as e:  # noqa: BLE001 -- whatever a decoder raises, the file is not a usable image
+        return f"corrupt image ({type(e).__name__}: {e})"
+
+
+def open_field(image: Path, split: str, problems: ProblemLog, missing_reason: str = "listed image missing") -> Field | None:
+    """An empty Field for a decodable image, or None with the reason logged (missing, empty, corrupt)."""
+    size = image_size(image)
+    if size == "missing":
+        problems.add(split, "skipped", missing_reason, image)
+        return None
+    if isinstance(size, str):
+        problems.add(split, "skipped", "corrupt image", image, detail=size)
+        return None
+    return Field(image, *size)
+
+
+def encode_attributes(spec: DatasetSpec, given: dict, class_name: str, path, where: str, line: int | None = None) -> tuple[int, ...]:
+    """Attribute codes of one box from {attribute name: raw token}; a missing name gets the absent code."""
+    codes = []
+    for attr in spec.attributes:
+        if attr.name not in given:
+            codes.append(attr.absent_code(class_name))
+            continue
+        code = attr.encode(given[attr.name])
+        if code is None:
+            raise DatasetError(path, f"{where}attribute {attr.name!r} value {given[attr.name]!r} is not in the declared set {list(attr.values)}", line)
+        codes.append(code)
+    return tuple(codes)
 
 
 class BoxSanitizer:

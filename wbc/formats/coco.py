@@ -17,7 +17,16 @@ from pathlib import Path
 from pycocotools.coco import COCO
 
 from wbc.errors import DatasetError, ProblemLog
-from wbc.formats.base import BoxSanitizer, image_size, link_image, parse_number, require_nonempty, split_images, write_dataset_yaml
+from wbc.formats.base import (
+    BoxSanitizer,
+    encode_attributes,
+    link_image,
+    open_field,
+    parse_number,
+    require_nonempty,
+    split_images,
+    write_dataset_yaml,
+)
 from wbc.schema import Box, Dataset, DatasetSpec, Field
 
 ANNOTATIONS_DEFAULT = "annotations/instances_{split}.json"
@@ -61,14 +70,10 @@ def _read_split(spec: DatasetSpec, split: str, extra_names: list[str], problems:
         info = coco.imgs[img_id]
         path = image_dir / info["file_name"]
         listed.add(path.resolve())
-        size = image_size(path)
-        if size == "missing":
-            problems.add(split, "skipped", "labels without image", ann_path, detail=f"image id {img_id}: {info['file_name']}")
+        field = open_field(path, split, problems, "labels without image")
+        if field is None:
             continue
-        if isinstance(size, str):
-            problems.add(split, "skipped", "corrupt image", path, detail=size)
-            continue
-        width, height = size
+        width, height = field.width, field.height
         if (info.get("width"), info.get("height")) not in ((width, height), (None, None)):
             problems.add(split, "repaired", "image size in annotations differs from the file (file size used)", ann_path,
                          detail=f"{info['file_name']}: {info.get('width')}x{info.get('height')} vs {width}x{height}")
@@ -89,18 +94,9 @@ def _read_split(spec: DatasetSpec, split: str, extra_names: list[str], problems:
                 problems.add(split, "skipped", "crowd annotation", ann_path, detail=where)
                 continue
             x, y, w, h = (parse_number(str(v), ann_path, None, f"{where} bbox") for v in ann["bbox"])
-            given = ann.get("attributes") or {}
-            codes = []
-            for attr in spec.attributes:
-                if attr.name not in given:
-                    codes.append(attr.absent_code(name))
-                    continue
-                code = attr.encode(given[attr.name])
-                if code is None:
-                    raise DatasetError(ann_path, f"{where}: attribute {attr.name!r} value {given[attr.name]!r} is not in the declared set {list(attr.values)}")
-                codes.append(code)
+            codes = encode_attributes(spec, ann.get("attributes") or {}, name, ann_path, f"{where}: ")
             extra = tuple(float((ann.get("extra") or {}).get(k, float("nan"))) for k in extra_names)
-            boxes.append((Box(cls, (x, y, x + w, y + h), tuple(codes), extra), None))
+            boxes.append((Box(cls, (x, y, x + w, y + h), codes, extra), None))
         fields.append(Field(path, width, height, sanitize(boxes, width, height, f"{ann_path} [{info['file_name']}]"),
                             None if field_class is None else spec.class_id(field_class)))
     for path in images_on_disk:

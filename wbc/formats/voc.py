@@ -26,7 +26,16 @@ from pathlib import Path
 import pandas as pd
 
 from wbc.errors import DatasetError, ProblemLog
-from wbc.formats.base import BoxSanitizer, image_size, link_image, parse_number, require_nonempty, split_images, write_dataset_yaml
+from wbc.formats.base import (
+    BoxSanitizer,
+    encode_attributes,
+    link_image,
+    open_field,
+    parse_number,
+    require_nonempty,
+    split_images,
+    write_dataset_yaml,
+)
 from wbc.schema import Box, Dataset, DatasetSpec, Field
 
 
@@ -57,16 +66,7 @@ def _read_objects(spec: DatasetSpec, xml_path: Path, split: str, problems: Probl
                 raise DatasetError(xml_path, f"{where}: <bndbox> lacks <{key}>")
             coords.append(parse_number(text.strip(), xml_path, None, f"{where} {key}"))
         given = {(a.findtext("name") or "").strip(): (a.findtext("value") or "").strip() for a in obj.iter("attribute")}
-        codes = []
-        for attr in spec.attributes:
-            if attr.name not in given:
-                codes.append(attr.absent_code(name))
-                continue
-            code = attr.encode(given[attr.name])
-            if code is None:
-                raise DatasetError(xml_path, f"{where}: attribute {attr.name!r} value {given[attr.name]!r} is not in the declared set {list(attr.values)}")
-            codes.append(code)
-        boxes.append((Box(cls, tuple(coords), tuple(codes)), None))
+        boxes.append((Box(cls, tuple(coords), encode_attributes(spec, given, name, xml_path, f"{where}: ")), None))
     return boxes
 
 
@@ -157,19 +157,14 @@ def read(spec: DatasetSpec) -> Dataset:
         fields = []
         for image in images:
             xml_path = ann_dir / f"{image.stem}.xml"
-            size = image_size(image)
-            if size == "missing":
-                problems.add(split, "skipped", "labels without image" if xml_path.exists() else "listed image missing", xml_path if xml_path.exists() else image)
+            field = open_field(image, split, problems, "labels without image" if xml_path.exists() else "listed image missing")
+            if field is None:
                 continue
-            if isinstance(size, str):
-                problems.add(split, "skipped", "corrupt image", image, detail=size)
-                continue
-            width, height = size
             if not xml_path.exists():
                 problems.add(split, "noted", "image without labels (kept as background)", image)
-                fields.append(Field(image, width, height, []))
+                fields.append(field)
                 continue
-            field = Field(image, width, height, sanitize(_read_objects(spec, xml_path, split, problems), width, height, xml_path))
+            field.boxes = sanitize(_read_objects(spec, xml_path, split, problems), field.width, field.height, xml_path)
             if table is not None:
                 table.apply(field, split, problems)
             fields.append(field)

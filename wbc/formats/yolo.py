@@ -3,11 +3,11 @@ layout shared by plain YOLO, AttriDet/LeukemiaAttri and LLD label files."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from wbc.errors import DatasetError, ProblemLog
-from wbc.formats.base import BoxSanitizer, image_size, link_image, parse_class_id, parse_number, split_images
+from wbc.formats.base import BoxSanitizer, link_image, open_field, parse_class_id, parse_number, split_images
 from wbc.schema import Box, DatasetSpec, Field
 
 # parse_extra(tokens after the 5 box columns, path, line, class name) -> (attribute codes, extra numbers)
@@ -55,19 +55,19 @@ def read_split(spec: DatasetSpec, split: str, ncols: int, parse_extra: ExtraPars
     fields, stems = [], set()
     for image in images:
         stems.add(image.stem)
-        size = image_size(image)
-        label_path = labels / f"{image.stem}.txt"
-        if isinstance(size, str):
-            problems.add(split, "skipped", "corrupt image", image, detail=size)
+        field = open_field(image, split, problems)
+        if field is None:
             continue
-        width, height = size
+        label_path = labels / f"{image.stem}.txt"
         if not label_path.exists():
             problems.add(split, "noted", "image without labels (kept as background)", image)
-            fields.append(Field(image, width, height, []))
+            fields.append(field)
             continue
-        rows = [(Box(b.cls, (b.xyxy[0] * width, b.xyxy[1] * height, b.xyxy[2] * width, b.xyxy[3] * height), b.attributes, b.extra), line)
+        w, h = field.width, field.height
+        rows = [(Box(b.cls, (b.xyxy[0] * w, b.xyxy[1] * h, b.xyxy[2] * w, b.xyxy[3] * h), b.attributes, b.extra), line)
                 for b, line in read_rows(label_path, ncols, spec, parse_extra)]
-        fields.append(Field(image, width, height, sanitize(rows, width, height, label_path)))
+        field.boxes = sanitize(rows, w, h, label_path)
+        fields.append(field)
     if labels.is_dir():
         for orphan in sorted(p for p in labels.glob("*.txt") if p.stem not in stems):
             problems.add(split, "skipped", "labels without image", orphan)
