@@ -1,6 +1,6 @@
 """Train the WBC detector in two phases (AttriDet's recipe on ultralytics).
 
-    python train.py --data data/pbc_wbcatt.yaml --weights ../shared/weights/yolov5n.pt --imgsz 320 --epochs 10 --phase 1
+    python train.py --data data/pbc_wbcatt.yaml --weights ../shared/weights/yolov5n.pt --imgsz 256 --epochs 10 --phase 1
     python train.py --data data/WBC_v1.yaml --cfg yolov5x --weights yolov5x.pt --phase both --epochs 100 200 --batch 8 --imgsz 640
     python train.py --name exp --resume          # continue the interrupted phase of runs/train/exp
 """
@@ -18,7 +18,7 @@ def parse_args(argv=None):
     p.add_argument("--weights", help="initial weights: ultralytics .pt, original YOLOv5 .pt, or a model config")
     p.add_argument("--cfg", help="model config (yolov5n..yolov5x or a yaml); weights are transferred into it")
     p.add_argument("--hyp", nargs="+", help="hyp yaml per phase (default: scratch-low for phase 1, scratch-high for phase 2)")
-    p.add_argument("--epochs", nargs="+", type=int, default=[100, 200], help="epochs per phase")
+    p.add_argument("--epochs", nargs="+", type=int, default=[100, 200], help="epochs per phase (phase 1, phase 2)")
     p.add_argument("--phase", choices=["1", "2", "both"], default="1")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--imgsz", type=int, default=640)
@@ -34,18 +34,26 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def per_phase(values, phases, flag):
+    """One value per phase to run: N values for N phases, one for all, or the (phase 1, phase 2) pair's own."""
+    if values is None:
+        return [None] * len(phases)
+    if len(values) == len(phases):
+        return list(values)
+    if len(values) == 1:
+        return list(values) * len(phases)
+    if len(values) == 2 and len(phases) == 1:
+        return [values[phases[0] - 1]]
+    sys.exit(f"{flag}: give one value, or one per phase (phase 1, phase 2)")
+
+
 def main(argv=None):
     args = parse_args(argv)
     phases = [1, 2] if args.phase == "both" else [int(args.phase)]
-    epochs = args.epochs if len(args.epochs) == len(phases) else [args.epochs[0]] * len(phases) if len(args.epochs) == 1 else None
-    if epochs is None:
-        sys.exit(f"--epochs: give one value per phase ({len(phases)})")
-    if args.phase != "both" and len(args.epochs) == 2:
-        epochs = [args.epochs[phases[0] - 1]]
-    hyps = (args.hyp or [None]) * (len(phases) if not args.hyp or len(args.hyp) == 1 else 1)
     extra = {k: v for k, v in {"cache": args.cache, "time": args.time, "patience": args.patience, "optimizer": args.optimizer}.items() if v is not None}
-    results = train(args.data, args.weights, phases, epochs, hyps[: len(phases)], args.name, args.imgsz, args.batch,
-                    args.device, args.resume, args.data_root, exist_ok=args.exist_ok, workers=args.workers, cfg=args.cfg, extra=extra)
+    results = train(args.data, args.weights, phases, per_phase(args.epochs, phases, "--epochs"), per_phase(args.hyp, phases, "--hyp"),
+                    args.name, args.imgsz, args.batch, args.device, args.resume, args.data_root, exist_ok=args.exist_ok,
+                    workers=args.workers, cfg=args.cfg, extra=extra)
     print(f"\n{'phase':<6} {'epochs':>6} {'mAP50':>7} {'mAP50-95':>9} {'wall':>8}  weights")
     for r in results:
         print(f"{r.phase:<6} {r.epochs:>6} {r.metrics.get('metrics/mAP50(B)', float('nan')):>7.3f} "

@@ -175,3 +175,14 @@ def test_field_type_accuracy_counts_each_field_once(synthetic, tmp_path):
     assert result["fields"] == 6 and sum(sum(c.values()) for c in result["confusion"].values()) == 6
     assert set(result["confusion"]) == {"LY", "MO", "NE"}
     assert 0 <= result["accuracy"] <= 1 and result["no_wbc_detected"] == sum(c.get(NO_WBC, 0) for c in result["confusion"].values())
+
+
+def test_train_py_gives_each_phase_its_own_epochs_and_hyp():
+    from train import per_phase
+
+    assert per_phase([100, 200], [1, 2], "--epochs") == [100, 200]
+    assert per_phase([100, 200], [2], "--epochs") == [200]
+    assert per_phase([5], [1, 2], "--epochs") == [5, 5]
+    assert per_phase(None, [1, 2], "--hyp") == [None, None]
+    with pytest.raises(SystemExit, match="--epochs"):
+        per_phase([1, 2, 3], [1, 2], "--epochs")

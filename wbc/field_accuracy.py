@@ -10,8 +10,8 @@ import argparse
 import json
 from collections import Counter
 
-
 from wbc.canonical import CanonicalDataset, prepare
+from wbc.offline import guard_downloads
 
 NO_WBC = "(no WBC detected)"
 
@@ -60,6 +60,7 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
+    guard_downloads()
     canonical = prepare(args.data, args.data_root)
     result = field_type_accuracy(YOLO(args.weights), canonical, args.split, args.imgsz, args.batch, args.device)
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "field_accuracy")

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 import torch
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import LOGGER
@@ -19,7 +18,10 @@ from ultralytics.utils import LOGGER
 from wbc import weights as wts
 from wbc.canonical import prepare
 from wbc.hyp import load_hyp
+from wbc.offline import guard_downloads
 from wbc.paths import REPO_ROOT, new_run_dir
+
+guard_downloads()
 
 DEFAULT_HYPS = {1: "scratch-low", 2: "scratch-high"}
 

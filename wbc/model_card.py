@@ -1,0 +1,105 @@
+"""Evaluate a finished training run and write the shipped weights with their model card.
+
+    .venv/bin/python -m wbc.model_card --run runs/train/pbc/phase1 --data data/pbc_wbcatt.yaml --out weights/wbc_pbc_yolov5n_256
+
+Copies the run's best.pt to ``<out>.pt`` and writes ``<out>.md``: data, command, epochs, image
+size, machine, wall time, per-class val P/R/mAP50/mAP50-95 and, for single-WBC fields, the
+WBC-type accuracy per field. The numbers come from a fresh validation of the copied weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import yaml
+
+from wbc.canonical import prepare
+from wbc.field_accuracy import field_type_accuracy
+from wbc.offline import guard_downloads
+
+
+def evaluate(weights: Path, data: str, split: str, imgsz: int, batch: int = 16, device: str = "cpu") -> dict:
+    from ultralytics import YOLO
+
+    canonical = prepare(data)
+    model = YOLO(str(weights))
+    metrics = model.val(data=str(canonical.data_yaml), split=split, imgsz=imgsz, batch=batch, device=device, plots=False, verbose=False)
+    per_class = {}
+    for i, c in enumerate(metrics.box.ap_class_index):
+        p, r, ap50, ap = metrics.box.class_result(i)
+        per_class[model.names[int(c)]] = {"P": p, "R": r, "mAP50": ap50, "mAP50-95": ap}
+    result = {"split": split, "imgsz": imgsz, "mAP50": metrics.box.map50, "mAP50-95": metrics.box.map, "per_class": per_class}
+    if (canonical.fields()["field_class"] != "").any():
+        result["field_accuracy"] = field_type_accuracy(model, canonical, split, imgsz, batch, device)
+    return result
+
+
+def run_summary(run: Path) -> dict:
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    return {"epochs": len(rows), "train_seconds": float(rows[-1]["time"]), "args": args}
+
+
+def write_card(out: Path, run: Path, data: str, command: str, result: dict, summary: dict, machine: str) -> None:
+    weights = out.with_suffix(".pt")
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    a = summary["args"]
+    lines = [
+        f"# {weights.name}", "",
+        f"WBC detector ({Path(a['model']).stem}, ultralytics v5u architecture) trained on `{data}`.", "",
+        "| | |", "|---|---|",
+        f"| file | `{weights.name}` ({weights.stat().st_size / 1e6:.1f} MB, sha256 `{sha[:16]}…`) |",
+        f"| classes | {', '.join(result['per_class'])} |",
+        f"| data | `{data}` train split (canonical import, see README), validated on `{result['split']}` |",
+        f"| initial weights | `{a.get('pretrained') if isinstance(a.get('pretrained'), str) else 'original YOLOv5 COCO checkpoint, backbone + neck transferred'}` |",
+        f"| command | `{command}` |",
+        f"| epochs | {summary['epochs']} (ultralytics `time` budget: {a.get('time')} h) |",
+        f"| image size | {a['imgsz']} px, batch {a['batch']}, optimizer {a['optimizer']} |",
+        f"| machine | {machine} |",
+        f"| wall time | {summary['train_seconds'] / 3600:.2f} h of training |", "",
+        f"## Validation ({result['split']}, {result['imgsz']} px)", "",
+        f"All classes: mAP50 **{result['mAP50']:.3f}**, mAP50-95 **{result['mAP50-95']:.3f}**.", "",
+        "| class | P | R | mAP50 | mAP50-95 |", "|---|---|---|---|---|",
+    ]
+    lines += [f"| {c} | {m['P']:.3f} | {m['R']:.3f} | {m['mAP50']:.3f} | {m['mAP50-95']:.3f} |" for c, m in result["per_class"].items()]
+    fa = result.get("field_accuracy")
+    if fa:
+        lines += ["", f"## WBC type per field ({fa['split']}, {fa['fields']} fields)", "",
+                  "The class of the highest-confidence WBC-type detection against the field's expert label.", "",
+                  f"Top-1 accuracy **{fa['accuracy'] * 100:.2f}%**; fields with no WBC detected: {fa['no_wbc_detected']}.", "",
+                  "| field class | recall | predicted as |", "|---|---|---|"]
+        lines += [f"| {c} | {r:.3f} | {', '.join(f'{k} {v}' for k, v in fa['confusion'][c].items())} |" for c, r in fa["recall_per_class"].items()]
+    lines += ["", "## Limits", "",
+              "Trained on PBC fields (CellaVision DM96, one centred WBC per field, 360×363 px): expect lower accuracy on other "
+              "scanners, stains and magnifications, and on fields with several or overlapping WBCs. Not a medical device."]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"result": result, "epochs": summary["epochs"], "train_seconds": summary["train_seconds"]}, indent=2))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, required=True, help="a finished phase directory (runs/train/<name>/phaseN)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", type=Path, required=True, help="output path without suffix, e.g. weights/wbc_pbc_yolov5n_256")
+    p.add_argument("--command", required=True, help="the train.py command that made the run, for the card")
+    p.add_argument("--split", default="val")
+    p.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU")
+    args = p.parse_args(argv)
+    guard_downloads()
+    summary = run_summary(args.run)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(args.run / "weights" / "best.pt", args.out.with_suffix(".pt"))
+    result = evaluate(args.out.with_suffix(".pt"), args.data, args.split, summary["args"]["imgsz"])
+    write_card(args.out, args.run, args.data, args.command, result, summary, args.machine)
+    print(args.out.with_suffix(".md").read_text())
+
+
+if __name__ == "__main__":
+    main()
