@@ -4,6 +4,7 @@
         images/<split>/<file>     links to the source images
         labels/<split>/<stem>.txt 5-column YOLO rows (class cx cy w h, normalised) -- ultralytics reads them unchanged
         attributes.csv            one row per box: split, image, box (row in the label file), class,
+                                  x1 y1 x2 y2 (pixels, rounded to 0.01),
                                   one integer code per attribute (value index; -1 unknown; -2 not applicable),
                                   then any extra numeric columns of the source format
         fields.csv                one row per image: split, image, width, height, field_class, source path
@@ -33,7 +34,7 @@ from wbc.formats.yolo import format_row
 from wbc.paths import cache_root
 from wbc.schema import Dataset, DatasetSpec, load_spec
 
-CANONICAL_VERSION = 1
+CANONICAL_VERSION = 2
 
 
 def fingerprint(spec: DatasetSpec) -> str:
@@ -98,11 +99,12 @@ def write_canonical(dataset: Dataset, out: Path) -> None:
             field_rows.append({"split": split, "image": f.name, "width": f.width, "height": f.height,
                                "field_class": "" if f.field_class is None else spec.names[f.field_class], "source": str(f.image.resolve())})
             for i, b in enumerate(f.boxes):
-                row = {"split": split, "image": f.name, "box": i, "class": spec.names[b.cls]}
+                row = {"split": split, "image": f.name, "box": i, "class": spec.names[b.cls],
+                       **{k: round(v, 2) for k, v in zip(("x1", "y1", "x2", "y2"), b.xyxy)}}
                 row.update({a.name: c for a, c in zip(spec.attributes, b.attributes)})
                 row.update({f"extra:{k}": v for k, v in zip(dataset.extra_columns, b.extra)})
                 box_rows.append(row)
-    columns = ["split", "image", "box", "class", *(a.name for a in spec.attributes), *(f"extra:{k}" for k in dataset.extra_columns)]
+    columns = ["split", "image", "box", "class", "x1", "y1", "x2", "y2", *(a.name for a in spec.attributes), *(f"extra:{k}" for k in dataset.extra_columns)]
     pd.DataFrame(box_rows, columns=columns).to_csv(tmp / "attributes.csv", index=False)
     pd.DataFrame(field_rows, columns=["split", "image", "width", "height", "field_class", "source"]).to_csv(tmp / "fields.csv", index=False)
     data = {"path": str(out.resolve()), **{s: f"images/{s}" for s in dataset.splits}, "nc": len(spec.names),

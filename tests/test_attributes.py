@@ -1,0 +1,107 @@
+"""The attribute head on generated fields whose attributes change what is visible."""
+
+import numpy as np
+import pytest
+import torch
+
+from wbc.attributes.head import AttributeHead, HeadConfig, attribute_loss
+from wbc.attributes.metrics import attribute_scores, match_boxes
+from wbc.schema import NOT_APPLICABLE, UNKNOWN
+
+
+def test_masked_values_do_not_enter_the_loss():
+    torch.manual_seed(0)
+    logits = [torch.randn(4, 3, requires_grad=True), torch.randn(4, 2, requires_grad=True)]
+    targets = torch.tensor([[0, 1], [UNKNOWN, 0], [2, NOT_APPLICABLE], [NOT_APPLICABLE, UNKNOWN]])
+    loss = attribute_loss(logits, targets)
+    expected = (torch.nn.functional.cross_entropy(logits[0][[0, 2]], torch.tensor([0, 2]))
+                + torch.nn.functional.cross_entropy(logits[1][[0, 1]], torch.tensor([1, 0]))) / 2
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert logits[0].grad[[1, 3]].abs().sum() == 0 and logits[1].grad[[2, 3]].abs().sum() == 0
+    all_masked = attribute_loss([torch.randn(2, 3, requires_grad=True)], torch.full((2, 1), UNKNOWN))
+    assert float(all_masked.detach()) == 0
+
+
+def test_head_checkpoint_is_self_describing_and_weights_only(tmp_path):
+    cfg = HeadConfig(layers=[2, 4], in_channels=[32, 64], attributes=[{"name": "size", "values": ["small", "big"]}], imgsz=128)
+    head = AttributeHead(cfg)
+    head.save(tmp_path / "h.pt")
+    raw = torch.load(tmp_path / "h.pt", weights_only=True)
+    assert raw["config"]["attributes"][0]["values"] == ["small", "big"] and raw["config"]["layers"] == [2, 4]
+    again = AttributeHead.load(tmp_path / "h.pt")
+    features = [torch.randn(1, 32, 32, 32), torch.randn(1, 64, 16, 16)]
+    boxes = torch.tensor([[0, 10.0, 10.0, 60.0, 70.0]])
+    assert torch.equal(head.eval()(features, boxes, (128, 128))[0], again(features, boxes, (128, 128))[0])
+
+
+def test_matching_is_one_to_one_and_thresholded():
+    gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)
+    pred = np.array([[0, 0, 10, 11], [1, 1, 10, 10], [50, 50, 60, 60]], float)
+    assert [(g, p) for g, p, _ in match_boxes(gt, pred, 0.5)] == [(0, 0)]  # the second GT has no prediction at IoU >= 0.5
+
+
+def test_attribute_scores_exclude_unknown():
+    s = attribute_scores(np.array([0, 1, 1, UNKNOWN, NOT_APPLICABLE]), np.array([0, 1, 0, 1, 1]), 2)
+    assert (s["known"], s["excluded"]) == (3, 2) and s["accuracy"] == pytest.approx(2 / 3)
+    assert s["macro_f1"] == pytest.approx(2 / 3)  # value 0: P 1/2 R 1; value 1: P 1 R 1/2
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A detector trained briefly on generated fields, and a head trained on its frozen features."""
+    from wbc.attributes.train import train_head
+    from wbc.synth import generate
+    from wbc.training import train
+
+    root = tmp_path_factory.mktemp("attr")
+    data = str(generate(root / "raw", "coco", n_train=60, n_val=30, imgsz=96, unknown_rate=0.1))
+    det = train(data, "yolov5n", [1], [2], ["no-augmentation"], "det", imgsz=96, batch=8, device="cpu", workers=0,
+                project=root, extra={"plots": False, "warmup_epochs": 0})
+    result = train_head(str(det[0].best), data, epochs=12, batch=8, imgsz=96, name="head", project=root, workers=0, lr=3e-3, jitter=0.03)
+    return data, det[0].best, result
+
+
+def test_briefly_trained_head_beats_the_majority_value(trained):
+    import json
+
+    from wbc.canonical import prepare
+
+    data, _, result = trained
+    canonical = prepare(data)
+    table, names = canonical.attributes(), [a.name for a in canonical.spec.used_attributes]
+    train_rows, val_rows = table[table["split"] == "train"], table[table["split"] == "val"]
+    baseline = []
+    for n in names:
+        majority = train_rows[train_rows[n] >= 0][n].mode()[0]
+        known = val_rows[val_rows[n] >= 0][n]
+        baseline.append(float((known == majority).mean()))
+    metrics = json.loads((result["save_dir"] / "metrics.json").read_text())["val_on_ground_truth_boxes"]
+    assert metrics["mean_accuracy"] > np.mean(baseline) + 0.1, (metrics["mean_accuracy"], baseline)
+
+
+def test_analyzer_gives_every_box_its_attributes_in_one_detector_pass(trained):
+    import cv2
+
+    from wbc.attributes.head import head_path_for
+    from wbc.canonical import prepare
+    from wbc.inference import WBCAnalyzer
+
+    data, weights, result = trained
+    head_file = head_path_for(weights)
+    head_file.write_bytes((result["save_dir"] / "head.pt").read_bytes())
+    analyzer = WBCAnalyzer(weights, conf=0.01)
+    assert analyzer.head is not None and analyzer.imgsz == 96
+    calls = []
+    analyzer.detector.model[0].register_forward_hook(lambda *a: calls.append(1))
+    canonical = prepare(data)
+    images = [cv2.imread(str(p)) for p in sorted((canonical.root / "images" / "val").iterdir())[:4]]
+    cells = analyzer(images)
+    assert len(calls) == 1 and len(cells) == 4
+    values = {a["name"]: a["values"] for a in analyzer.attribute_specs}
+    for cell in (c for row in cells for c in row):
+        assert set(cell.attributes) == set(values)
+        assert all(v in values[n] and 0 <= p <= 1 for n, (v, p) in cell.attributes.items())
+        x1, y1, x2, y2 = cell.box
+        assert 0 <= x1 < x2 <= 96 and 0 <= y1 < y2 <= 96
+    assert WBCAnalyzer(weights, head=False).head is None

@@ -1,0 +1,1 @@
+"""Per-box morphological attributes predicted from the detector's own feature maps."""

@@ -1,0 +1,77 @@
+"""Fields with their attribute-carrying boxes, letterboxed the way ultralytics feeds its models."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from wbc.canonical import CanonicalDataset
+
+
+def letterbox(image: np.ndarray, imgsz: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """BGR image -> square ``imgsz`` letterbox (grey 114 padding, centred), its gain and (pad_x, pad_y).
+    The rounding matches ultralytics' LetterBox and scale_boxes, so boxes map exactly both ways."""
+    h, w = image.shape[:2]
+    gain = min(imgsz / h, imgsz / w)
+    new_w, new_h = round(w * gain), round(h * gain)
+    pad_x, pad_y = round((imgsz - w * gain) / 2 - 0.1), round((imgsz - h * gain) / 2 - 0.1)
+    if (new_w, new_h) != (w, h):
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    out = np.full((imgsz, imgsz, 3), 114, np.uint8)
+    out[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = image[: imgsz - pad_y, : imgsz - pad_x]
+    return out, gain, (pad_x, pad_y)
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """BGR uint8 HWC images -> RGB float (B, 3, H, W) in [0, 1], as ultralytics models expect."""
+    return torch.from_numpy(np.stack([im[..., ::-1].transpose(2, 0, 1) for im in images]).copy()).float() / 255
+
+
+class AttributeFields(Dataset):
+    """One item per field that has at least one box with a known value of a used attribute.
+
+    Returns (letterboxed BGR image, boxes (k, 4) xyxy in letterbox pixels, codes (k, A) int64)."""
+
+    def __init__(self, canonical: CanonicalDataset, split: str, imgsz: int):
+        spec = canonical.spec
+        self.attributes = [a.name for a in spec.used_attributes]
+        table = canonical.attributes()
+        table = table[(table["split"] == split)]
+        table = table[(table[self.attributes] >= 0).any(axis=1)]
+        if table.empty:
+            raise ValueError(f"{spec.name} {split}: no box has a known attribute value")
+        self.root, self.split, self.imgsz = canonical.root, split, imgsz
+        self.items = [(image, rows[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), rows[self.attributes].to_numpy(np.int64))
+                      for image, rows in table.groupby("image", sort=True)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        name, boxes, codes = self.items[i]
+        path = self.root / "images" / self.split / name
+        image = cv2.imread(str(path))
+        if image is None:
+            raise OSError(f"{path}: cannot be read")
+        image, gain, (px, py) = letterbox(image, self.imgsz)
+        return image, boxes * gain + np.array([px, py, px, py], np.float32), codes
+
+
+def collate(batch):
+    """-> images (B, 3, S, S) float, boxes (K, 5) [batch index, x1, y1, x2, y2], codes (K, A)."""
+    images, boxes, codes = zip(*batch)
+    indexed = [np.concatenate([np.full((len(b), 1), i, np.float32), b], 1) for i, b in enumerate(boxes)]
+    return to_tensor(list(images)), torch.from_numpy(np.concatenate(indexed)), torch.from_numpy(np.concatenate(codes))
+
+
+def jitter_boxes(boxes: torch.Tensor, scale: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shift each edge of (K, 5) boxes by up to ``scale`` x the box size: detections are never exact."""
+    if scale <= 0:
+        return boxes
+    wh = (boxes[:, 3:5] - boxes[:, 1:3]).repeat(1, 2)
+    noise = (torch.rand(boxes.shape[0], 4, generator=generator) * 2 - 1) * scale * wh
+    out = boxes.clone()
+    out[:, 1:] += noise
+    return out

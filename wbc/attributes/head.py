@@ -1,0 +1,121 @@
+"""The attribute head: RoIAlign on detector feature maps -> small conv stack -> one categorical
+distribution per attribute.
+
+Boxes are ``(K, 5)`` tensors ``[batch_index, x1, y1, x2, y2]`` in pixels of the network input
+(after letterboxing); each feature map's scale is read from its size, so any input size works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import roi_align
+
+from wbc.paths import REPO_ROOT
+
+
+@dataclass
+class HeadConfig:
+    layers: list[int]
+    roi_size: int = 7
+    hidden: int = 128
+    dropout: float = 0.1
+    in_channels: list[int] = field(default_factory=list)  # filled from the detector
+    attributes: list[dict] = field(default_factory=list)  # [{name, values}] of the attributes it predicts
+    imgsz: int = 640  # input size it was trained at
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None = None) -> "HeadConfig":
+        path = Path(path) if path else REPO_ROOT / "attribute_head" / "default.yaml"
+        raw = yaml.safe_load(path.read_text()) or {}
+        unknown = sorted(set(raw) - {"layers", "roi_size", "hidden", "dropout"})
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}")
+        return cls(**raw)
+
+    @property
+    def value_counts(self) -> list[int]:
+        return [len(a["values"]) for a in self.attributes]
+
+
+class AttributeHead(nn.Module):
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        if not config.in_channels or not config.attributes:
+            raise ValueError("HeadConfig needs in_channels (from the detector) and attributes (from the dataset)")
+        self.config = config
+        c = config.hidden
+        self.reduce = nn.Sequential(
+            nn.Conv2d(sum(config.in_channels), c, 1, bias=False), nn.BatchNorm2d(c), nn.SiLU(),
+            nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.SiLU(),
+        )
+        self.classify = nn.Sequential(nn.Flatten(), nn.Dropout(config.dropout), nn.Linear(c, c), nn.SiLU(), nn.Linear(c, sum(config.value_counts)))
+
+    def forward(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> list[torch.Tensor]:
+        """features: the tapped maps (B, C_i, H_i, W_i); boxes (K, 5); input_size (H, W) of the network input.
+        Returns one (K, n_values) logit tensor per attribute."""
+        s = self.config.roi_size
+        pooled = [roi_align(f, boxes.to(f.dtype), (s, s), spatial_scale=f.shape[-1] / input_size[1], sampling_ratio=2, aligned=True)
+                  for f in features]
+        x = self.reduce(torch.cat(pooled, 1))
+        logits = self.classify(F.adaptive_avg_pool2d(x, 1))
+        return list(logits.split(self.config.value_counts, dim=1))
+
+    def save(self, path: str | Path) -> None:
+        """A self-describing file: plain tensors and plain data, loadable with weights_only=True."""
+        torch.save({"config": asdict(self.config), "state_dict": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AttributeHead":
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        head = cls(HeadConfig(**ckpt["config"]))
+        head.load_state_dict(ckpt["state_dict"])
+        return head.eval()
+
+
+def head_path_for(detector_weights: str | Path) -> Path:
+    """Where the head of a detector checkpoint lives: ``best.pt`` -> ``best.attributes.pt``."""
+    p = Path(detector_weights)
+    return p.with_name(p.stem + ".attributes.pt")
+
+
+def attribute_loss(logits: list[torch.Tensor], targets: torch.Tensor, class_weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Mean over attributes of the cross-entropy on boxes whose value is known.
+
+    targets: (K, A) codes; negative codes (unknown / not applicable) are masked out. An attribute
+    with no known value in the batch adds nothing. class_weights: optional per-attribute value weights.
+    """
+    terms = []
+    for a, out in enumerate(logits):
+        known = targets[:, a] >= 0
+        if known.any():
+            weight = None if class_weights is None else class_weights[a].to(out.device)
+            terms.append(F.cross_entropy(out[known], targets[known, a], weight=weight))
+    return torch.stack(terms).mean() if terms else logits[0].sum() * 0.0
+
+
+class FeatureTap:
+    """Keeps the outputs of chosen detector layers from the last forward pass (forward hooks)."""
+
+    def __init__(self, detector: nn.Module, layers: list[int]):
+        self.layers, self.outputs = layers, {}
+        modules = detector.model
+        self.handles = [modules[i].register_forward_hook(self._keep(i)) for i in layers]
+
+    def _keep(self, index: int):
+        def hook(module, inputs, output):
+            self.outputs[index] = output
+        return hook
+
+    @property
+    def features(self) -> list[torch.Tensor]:
+        return [self.outputs[i] for i in self.layers]
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()

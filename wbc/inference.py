@@ -1,0 +1,86 @@
+"""Whole-field inference in one pass of the detector: boxes, classes, and (where the checkpoint has an
+attribute head) every attribute's value and probability, pooled from the same forward pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from ultralytics import YOLO
+from ultralytics.utils.nms import non_max_suppression
+from ultralytics.utils.ops import scale_boxes
+
+from wbc.attributes.data import letterbox, to_tensor
+from wbc.attributes.head import AttributeHead, FeatureTap, head_path_for
+from wbc.offline import guard_downloads
+
+
+@dataclass
+class Cell:
+    """One detected cell. ``box``: xyxy in pixels of the original image."""
+
+    box: tuple[float, float, float, float]
+    class_id: int
+    class_name: str
+    confidence: float
+    attributes: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (value, probability)
+
+
+def load_detector(weights: str | Path) -> tuple[torch.nn.Module, dict[int, str], dict]:
+    """(float eval-mode DetectionModel, class names, training args) from an ultralytics checkpoint."""
+    guard_downloads()
+    yolo = YOLO(str(weights))
+    model = yolo.model.float().eval()
+    return model, dict(yolo.names), dict(getattr(model, "args", {}) or {})
+
+
+class WBCAnalyzer:
+    """Detector + optional attribute head. ``head``: path, or None to look next to the weights
+    (``<stem>.attributes.pt``), or False to run the detector alone."""
+
+    def __init__(self, weights: str | Path, head: str | Path | bool | None = None, imgsz: int | None = None,
+                 conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300):
+        self.detector, self.names, args = load_detector(weights)
+        self.device = torch.device(device)
+        self.detector.to(self.device)
+        head_path = None if head is False else Path(head) if head else head_path_for(weights)
+        self.head = AttributeHead.load(head_path).to(self.device) if head_path is not None and head_path.is_file() else None
+        self.tap = FeatureTap(self.detector, self.head.config.layers) if self.head else None
+        self.imgsz = imgsz or (self.head.config.imgsz if self.head else int(args.get("imgsz", 640)))
+        self.conf, self.iou, self.max_det = conf, iou, max_det
+
+    @property
+    def attribute_specs(self) -> list[dict]:
+        return self.head.config.attributes if self.head else []
+
+    @torch.no_grad()
+    def __call__(self, images: list[np.ndarray]) -> list[list[Cell]]:
+        """BGR images (any sizes) -> cells per image."""
+        boxed = [letterbox(im, self.imgsz) for im in images]
+        x = to_tensor([b[0] for b in boxed]).to(self.device)
+        out = self.detector(x)
+        detections = non_max_suppression(out[0] if isinstance(out, (list, tuple)) else out, self.conf, self.iou, max_det=self.max_det)
+        probabilities = self._attributes(detections, x.shape[-2:]) if self.head else None
+        cells, k = [], 0
+        for i, (det, image) in enumerate(zip(detections, images)):
+            boxes = scale_boxes(x.shape[-2:], det[:, :4].clone(), image.shape[:2]).cpu().numpy()
+            row = []
+            for j in range(len(det)):
+                cls = int(det[j, 5])
+                attrs = {}
+                if probabilities is not None:
+                    for spec, p in zip(self.attribute_specs, probabilities):
+                        v = int(p[k].argmax())
+                        attrs[spec["name"]] = (spec["values"][v], float(p[k, v]))
+                row.append(Cell(tuple(float(v) for v in boxes[j]), cls, self.names[cls], float(det[j, 4]), attrs))
+                k += 1
+            cells.append(row)
+        return cells
+
+    def _attributes(self, detections: list[torch.Tensor], input_size) -> list[torch.Tensor]:
+        boxes = torch.cat([torch.cat([torch.full((len(d), 1), i, device=d.device), d[:, :4]], 1) for i, d in enumerate(detections)])
+        if not len(boxes):
+            return [torch.zeros(0, len(s["values"])) for s in self.attribute_specs]
+        return [logits.softmax(1).cpu() for logits in self.head(self.tap.features, boxes, tuple(input_size))]
