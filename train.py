@@ -6,8 +6,11 @@
 """
 
 import argparse
+import shutil
 import sys
 
+from wbc.attributes.head import head_path_for
+from wbc.attributes.train import train_head
 from wbc.training import train
 
 
@@ -31,6 +34,10 @@ def parse_args(argv=None):
     p.add_argument("--time", type=float, help="hours per phase; overrides --epochs")
     p.add_argument("--patience", type=int, default=100)
     p.add_argument("--optimizer", default="SGD", help="SGD (YOLOv5's), AdamW, or auto (ultralytics picks by run length)")
+    p.add_argument("--attribute-epochs", type=int, default=0,
+                   help="after the last phase, train the attribute head for this many epochs on the frozen detector "
+                        "and save it beside best.pt as best.attributes.pt (0: no head)")
+    p.add_argument("--attribute-config", help="attribute head config (default attribute_head/default.yaml)")
     return p.parse_args(argv)
 
 
@@ -60,6 +67,13 @@ def main(argv=None):
               f"{r.metrics.get('metrics/mAP50-95(B)', float('nan')):>9.3f} {r.wall_s / 60:>7.1f}m  {r.best}")
         if r.transferred:
             print(f"       transferred {r.transferred[0]}/{r.transferred[1]} tensors from the original YOLOv5 checkpoint")
+    if args.attribute_epochs and results:
+        final = results[-1]
+        head = train_head(str(final.best), args.data, args.attribute_epochs, args.batch, args.imgsz, "attributes",
+                          args.attribute_config, device=args.device, workers=args.workers, project=final.save_dir.parent,
+                          data_root=args.data_root)
+        shutil.copy2(head["save_dir"] / "head.pt", head_path_for(final.best))
+        print(f"attribute head: val mean accuracy {head['best_mean_accuracy']:.4f} on ground-truth boxes -> {head_path_for(final.best)}")
 
 
 if __name__ == "__main__":

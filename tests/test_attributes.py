@@ -105,3 +105,16 @@ def test_analyzer_gives_every_box_its_attributes_in_one_detector_pass(trained):
         x1, y1, x2, y2 = cell.box
         assert 0 <= x1 < x2 <= 96 and 0 <= y1 < y2 <= 96
     assert WBCAnalyzer(weights, head=False).head is None
+
+
+def test_evaluation_from_detections_scores_only_matched_known_boxes(trained):
+    from wbc.attributes.evaluate import evaluate_on_detections
+    from wbc.canonical import prepare
+    from wbc.inference import WBCAnalyzer
+
+    data, weights, result = trained
+    analyzer = WBCAnalyzer(weights, result["save_dir"] / "head.pt", conf=0.01)
+    scores = evaluate_on_detections(analyzer, prepare(data), "val", batch=7)
+    assert scores["ground_truth_boxes"] == 30 and scores["matched"] + scores["unmatched_ground_truth"] == 30
+    for s in scores["per_attribute"].values():
+        assert s["known"] + s["excluded"] == scores["matched"]

@@ -186,3 +186,17 @@ def test_train_py_gives_each_phase_its_own_epochs_and_hyp():
     assert per_phase(None, [1, 2], "--hyp") == [None, None]
     with pytest.raises(SystemExit, match="--epochs"):
         per_phase([1, 2, 3], [1, 2], "--epochs")
+
+
+def test_train_py_end_to_end_with_attribute_head(synthetic, tmp_path, monkeypatch, capsys):
+    import train as train_py
+    from wbc.attributes.head import AttributeHead
+
+    monkeypatch.setattr("wbc.training.REPO_ROOT", tmp_path)
+    train_py.main(["--data", str(synthetic("coco")), "--cfg", "yolov5n", "--imgsz", "64", "--batch", "4", "--epochs", "1",
+                   "--hyp", "no-augmentation", "--workers", "0", "--name", "cli", "--attribute-epochs", "1"])
+    out = capsys.readouterr().out
+    best = tmp_path / "runs" / "train" / "cli" / "phase1" / "weights" / "best.pt"
+    assert "phase  epochs" in out and str(best) in out and "attribute head" in out
+    head = AttributeHead.load(best.with_name("best.attributes.pt"))
+    assert [a["name"] for a in head.config.attributes] == ["cell_size", "nucleus_lobes", "cytoplasm_colour", "vacuoles"]

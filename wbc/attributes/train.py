@@ -112,3 +112,28 @@ def train_head(weights: str, data: str, epochs: int = 10, batch: int = 16, imgsz
             writer.writerows(history)
     tap.remove()
     return {"save_dir": out, "best_mean_accuracy": best, "history": history}
+
+
+def main(argv=None):
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="trained detector (ultralytics checkpoint)")
+    p.add_argument("--data", default="data/pbc_wbcatt.yaml")
+    p.add_argument("--config", help="head config yaml (default attribute_head/default.yaml)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--imgsz", type=int, help="default: the detector's training size")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--jitter", type=float, default=0.05, help="box edge jitter, fraction of box size")
+    p.add_argument("--balance", action="store_true", help="weight rare values up in the loss")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--name", default="exp")
+    args = p.parse_args(argv)
+    result = train_head(args.weights, args.data, args.epochs, args.batch, args.imgsz, args.name, args.config, args.lr,
+                        args.jitter, args.balance, args.device)
+    print(f"best val mean accuracy (ground-truth boxes) {result['best_mean_accuracy']:.4f}; head at {result['save_dir'] / 'head.pt'}")
+
+
+if __name__ == "__main__":
+    main()
