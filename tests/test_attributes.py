@@ -118,3 +118,16 @@ def test_evaluation_from_detections_scores_only_matched_known_boxes(trained):
     assert scores["ground_truth_boxes"] == 30 and scores["matched"] + scores["unmatched_ground_truth"] == 30
     for s in scores["per_attribute"].values():
         assert s["known"] + s["excluded"] == scores["matched"]
+
+
+def test_model_card_reports_detection_fields_and_attributes(trained, tmp_path):
+    from wbc.model_card import main
+
+    data, weights, result = trained
+    main(["--run", str(weights.parent.parent), "--data", data, "--out", str(tmp_path / "model"), "--command", "python train.py ...",
+          "--head", str(result["save_dir"] / "head.pt"), "--head-command", "frozen detector, 12 epochs"])
+    card = (tmp_path / "model.md").read_text()
+    for text in ("| class | P | R | mAP50 | mAP50-95 |", "## WBC type per field (val, 30 fields)", "## Attributes from predicted boxes",
+                 "| **mean** |", "python train.py ..."):
+        assert text in card, text
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "model.attributes.pt").is_file()

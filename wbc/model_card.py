@@ -47,7 +47,7 @@ def run_summary(run: Path) -> dict:
     return {"epochs": len(rows), "train_seconds": float(rows[-1]["time"]), "args": args}
 
 
-def write_card(out: Path, run: Path, data: str, command: str, result: dict, summary: dict, machine: str) -> None:
+def write_card(out: Path, run: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "") -> None:
     weights = out.with_suffix(".pt")
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     a = summary["args"]
@@ -69,6 +69,14 @@ def write_card(out: Path, run: Path, data: str, command: str, result: dict, summ
         "| class | P | R | mAP50 | mAP50-95 |", "|---|---|---|---|---|",
     ]
     lines += [f"| {c} | {m['P']:.3f} | {m['R']:.3f} | {m['mAP50']:.3f} | {m['mAP50-95']:.3f} |" for c, m in result["per_class"].items()]
+    attrs = result.get("attributes")
+    if attrs:
+        lines += ["", f"## Attributes from predicted boxes ({attrs['split']}, IoU >= {attrs['match_iou']})", "",
+                  f"Attribute head `{weights.stem}.attributes.pt` ({head_note}). {attrs['ground_truth_boxes']} ground-truth boxes with "
+                  f"known attributes, {attrs['matched']} matched one-to-one to predicted WBC boxes, {attrs['unmatched_ground_truth']} missed.", "",
+                  "| attribute | boxes | accuracy | macro-F1 |", "|---|---|---|---|"]
+        lines += [f"| {n} | {s['known']} | {s['accuracy'] * 100:.2f}% | {s['macro_f1'] * 100:.2f} |" for n, s in attrs["per_attribute"].items()]
+        lines += [f"| **mean** | | **{attrs['mean_accuracy'] * 100:.2f}%** | **{attrs['mean_macro_f1'] * 100:.2f}** |"]
     fa = result.get("field_accuracy")
     if fa:
         lines += ["", f"## WBC type per field ({fa['split']}, {fa['fields']} fields)", "",
@@ -90,6 +98,8 @@ def main(argv=None):
     p.add_argument("--out", type=Path, required=True, help="output path without suffix, e.g. weights/wbc_pbc_yolov5n_256")
     p.add_argument("--command", required=True, help="the train.py command that made the run, for the card")
     p.add_argument("--split", default="val")
+    p.add_argument("--head", type=Path, help="attribute head to ship with the weights (evaluated from predicted boxes)")
+    p.add_argument("--head-command", default="", help="the command that trained the head, for the card")
     p.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU")
     args = p.parse_args(argv)
     guard_downloads()
@@ -97,7 +107,15 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(args.run / "weights" / "best.pt", args.out.with_suffix(".pt"))
     result = evaluate(args.out.with_suffix(".pt"), args.data, args.split, summary["args"]["imgsz"])
-    write_card(args.out, args.run, args.data, args.command, result, summary, args.machine)
+    if args.head:
+        from wbc.attributes.evaluate import evaluate_on_detections
+        from wbc.attributes.head import head_path_for
+        from wbc.inference import WBCAnalyzer
+
+        shutil.copy2(args.head, head_path_for(args.out.with_suffix(".pt")))
+        analyzer = WBCAnalyzer(args.out.with_suffix(".pt"))
+        result["attributes"] = evaluate_on_detections(analyzer, prepare(args.data), args.split)
+    write_card(args.out, args.run, args.data, args.command, result, summary, args.machine, args.head_command)
     print(args.out.with_suffix(".md").read_text())
 
 
