@@ -93,5 +93,4 @@ def test_shipped_dataset_coco_round_trip(tmp_path, name):
     shared_dataset("bccd" if name == "bccd" else "pbc")
     first = prepare(f"data/{name}.yaml")
     coco = prepare(write_dataset(read_dataset(first.spec), tmp_path / "coco", "coco"), cache=tmp_path / "cache")
-    back = prepare(write_dataset(read_dataset(coco.spec), tmp_path / "back", "coco"), cache=tmp_path / "cache")
-    assert coco.content() == first.content() == back.content()
+    assert coco.content() == first.content()

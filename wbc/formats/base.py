@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
@@ -48,8 +49,16 @@ def image_size(path: Path) -> tuple[int, int] | str:
     """(width, height) of a fully decodable image, or the reason it cannot be used."""
     if not path.exists():
         return "missing"
-    if path.stat().st_size == 0:
+    st = path.stat()
+    if st.st_size == 0:
         return "empty file"
+    return _decoded_size(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=200_000)
+def _decoded_size(path: str, size: int, mtime_ns: int) -> tuple[int, int] | str:
+    """Decode once per file state (size and mtime are part of the key): exports and re-imports in
+    one process link the same files and need not decode them again."""
     try:
         with Image.open(path) as im:
             im.load()  # decodes the whole image: truncated files fail here, not in training
