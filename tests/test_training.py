@@ -1,6 +1,7 @@
 """Detector training: weights transfer, hyps, phase 1 -> phase 2 hand-over, resume after interruption.
 Tiny models on tiny generated images; a few seconds per phase."""
 
+import copy
 import sys
 import types
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 from conftest import shared_weights
 from torch import nn
+from ultralytics.nn.tasks import torch_safe_load  # torch.load(weights_only=True) with ultralytics' allow-list
 
 from wbc import weights as wts
 from wbc.hyp import HypError, load_hyp
@@ -35,7 +37,9 @@ def fake_yolov5_checkpoint(path, scale="n"):
         return classes[name]
 
     def mirror(m):
-        if type(m).__module__.startswith("torch.nn"):
+        if type(m).__module__.startswith("torch.nn"):  # torch's own layers and containers stay, their children are mirrored
+            for name, child in list(m.named_children()):
+                setattr(m, name, mirror(child))
             return m
         new = fake_class(type(m).__name__, common)()
         for name, child in m.named_children():
@@ -44,8 +48,9 @@ def fake_yolov5_checkpoint(path, scale="n"):
 
     try:
         source = DetectionModel(str(wts.model_config(f"yolov5{scale}")), nc=80, verbose=False)
+        reference = {k: v.clone() for k, v in source.state_dict().items()}
         model = fake_class("Model", yolo)()
-        layers = nn.Sequential(*[mirror(m) for m in source.model[:-1]])
+        layers = nn.Sequential(*[mirror(copy.deepcopy(m)) for m in source.model[:-1]])
         detect = fake_class("Detect", yolo)()
         detect.m = nn.ModuleList(nn.Conv2d(c, 255, 1) for c in (64, 128, 256))
         detect.register_buffer("anchors", torch.ones(3, 3, 2))
@@ -58,12 +63,12 @@ def fake_yolov5_checkpoint(path, scale="n"):
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
-    return source
+    return reference
 
 
 def test_original_yolov5_checkpoint_transfers_backbone_and_neck(tmp_path):
     path = tmp_path / "yolov5n.pt"
-    source = fake_yolov5_checkpoint(path)
+    reference = fake_yolov5_checkpoint(path)
     assert wts.resolve(str(path)) == ("yolov5", str(path.resolve()))
     loaded = wts.load_yolov5_original(path)
     from ultralytics.nn.tasks import DetectionModel
@@ -71,8 +76,8 @@ def test_original_yolov5_checkpoint_transfers_backbone_and_neck(tmp_path):
     target = DetectionModel(wts.model_config("yolov5n"), nc=3, verbose=False)
     moved, total = wts.transfer(target, loaded)
     head = sum(1 for k in loaded.state_dict() if k.startswith("model.24."))
-    assert (moved, total) == (total - head, len(source.state_dict()) - len([k for k in source.state_dict() if k.startswith("model.24.")]) + head)
-    assert torch.equal(target.state_dict()["model.0.conv.weight"], source.state_dict()["model.0.conv.weight"].half().float())
+    assert (moved, total) == (total - head, len(reference) - len([k for k in reference if k.startswith("model.24.")]) + head)
+    assert torch.equal(target.state_dict()["model.0.conv.weight"], reference["model.0.conv.weight"].half().float())
 
 
 def test_real_yolov5n_checkpoint_transfers_342_of_349():
@@ -109,7 +114,7 @@ def test_phase2_starts_from_phase1_last_weights(synthetic, tmp_path):
     assert [r.phase for r in results] == [1, 2]
     assert (tmp_path / "phases" / "phase1" / "weights" / "last.pt").is_file()
     assert (tmp_path / "phases" / "phase2" / "results.csv").is_file()
-    ckpt = torch.load(results[0].last, map_location="cpu", weights_only=False)
+    ckpt = torch_safe_load(results[0].last, safe_only=True)[0]
     last = (ckpt.get("ema") or ckpt["model"]).float().state_dict()
     phase2 = first_weights["phase2"]
     assert phase2.keys() == last.keys()
@@ -143,13 +148,13 @@ def test_interrupted_phase_resumes_from_its_last_checkpoint(synthetic, tmp_path)
         train(str(synthetic("coco")), "yolov5n", [1], [2], ["no-augmentation"], "resumable", project=tmp_path,
               extra=FAST, callbacks={"on_train_batch_end": stop_mid_second_epoch}, **TINY)
     last = tmp_path / "resumable" / "phase1" / "weights" / "last.pt"
-    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0  # epoch 1 of 2 saved
+    assert torch_safe_load(last, safe_only=True)[0]["epoch"] == 0  # epoch 1 of 2 saved
 
     started = []
     results = train(str(synthetic("coco")), None, [1], [2], [None], "resumable", project=tmp_path, resume=True,
                     callbacks={"on_train_epoch_start": lambda t: started.append(t.epoch)}, **TINY)
     assert started == [1] and results[0].save_dir == tmp_path / "resumable" / "phase1"
-    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == -1  # finished
+    assert torch_safe_load(last, safe_only=True)[0]["epoch"] == -1  # finished
     assert len((results[0].save_dir / "results.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
 
@@ -200,3 +205,14 @@ def test_train_py_end_to_end_with_attribute_head(synthetic, tmp_path, monkeypatc
     assert "phase  epochs" in out and str(best) in out and "attribute head" in out
     head = AttributeHead.load(best.with_name("best.attributes.pt"))
     assert [a["name"] for a in head.config.attributes] == ["cell_size", "nucleus_lobes", "cytoplasm_colour", "vacuoles"]
+
+
+class Payload:
+    """Stands for any class a malicious checkpoint could ask the unpickler to build."""
+
+
+def test_yolov5_reader_refuses_foreign_classes(tmp_path):
+    path = tmp_path / "bad.pt"
+    torch.save({"model": Payload(), "epoch": -1}, path)
+    with pytest.raises(ValueError, match="refusing to load it"):
+        wts.load_yolov5_original(path)

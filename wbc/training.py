@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.nn.tasks import torch_safe_load
 from ultralytics.utils import LOGGER
 
 from wbc import weights as wts
@@ -61,7 +61,7 @@ class PhaseResult:
 
 def checkpoint_finished(path: Path) -> bool:
     """True when an ultralytics checkpoint is final (its epoch is -1 after the last epoch)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt, _ = torch_safe_load(path, safe_only=True)  # torch.load(weights_only=True) with ultralytics' allow-list
     return ckpt.get("epoch", -1) == -1
 
 

@@ -10,7 +10,7 @@ Accepted:
 
 from __future__ import annotations
 
-import pickle
+import importlib
 import re
 from pathlib import Path
 
@@ -50,24 +50,6 @@ def _stand_in(module: str, name: str) -> type:
     return type(name, (nn.Module,), {"__module__": module, "forward": lambda self, *a: None})
 
 
-class _YOLOv5Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if module.split(".")[0] in ("models", "utils"):
-            return _stand_in(module, name)
-        return super().find_class(module, name)
-
-
-class _YOLOv5Pickle:
-    """A ``pickle_module`` for torch.load that maps the yolov5 repository's classes to stand-ins."""
-
-    Unpickler = _YOLOv5Unpickler
-    __name__ = "yolov5_pickle"
-
-    @staticmethod
-    def load(file, **kwargs):
-        return _YOLOv5Unpickler(file, **kwargs).load()
-
-
 def is_yolov5_original(path: str | Path) -> bool:
     """True for checkpoints pickled by the yolov5 repository (their model class lives in ``models.yolo``)."""
     import zipfile
@@ -83,10 +65,21 @@ def is_yolov5_original(path: str | Path) -> bool:
 def load_yolov5_original(path: str | Path) -> nn.Module:
     """The model of an original YOLOv5 checkpoint as a module tree of stand-ins (state_dict works).
 
-    Uses a restricted unpickler: only the yolov5 repository's ``models.*`` / ``utils.*`` classes are
-    replaced, everything else resolves as usual. Only open checkpoints you trust.
+    Loads with ``torch.load(weights_only=True)``: the yolov5 repository's ``models.*`` / ``utils.*``
+    classes are allowed as stand-ins, torch's own layers as themselves, and anything else the file
+    refers to is refused, so no code from the checkpoint runs.
     """
-    ckpt = torch.load(path, map_location="cpu", pickle_module=_YOLOv5Pickle, weights_only=False)
+    allowed = []
+    for name in torch.serialization.get_unsafe_globals_in_checkpoint(str(path)):
+        module, _, cls = name.rpartition(".")
+        if module.split(".")[0] in ("models", "utils"):
+            allowed.append((_stand_in(module, cls), name))
+        elif module.startswith("torch.nn.modules"):
+            allowed.append(getattr(importlib.import_module(module), cls))
+        else:
+            raise ValueError(f"{path}: refers to {name!r}, which an original YOLOv5 checkpoint does not; refusing to load it")
+    with torch.serialization.safe_globals(allowed):
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = ckpt.get("ema") or ckpt["model"]
     return model.float()
 
