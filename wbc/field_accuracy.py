@@ -12,6 +12,7 @@ from collections import Counter
 
 from wbc.canonical import CanonicalDataset, prepare
 from wbc.offline import guard_downloads
+from wbc.paths import DEFAULT_WEIGHTS
 
 NO_WBC = "(no WBC detected)"
 
@@ -51,7 +52,7 @@ def main(argv=None):
     from wbc.paths import REPO_ROOT, new_run_dir
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True)
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="detector checkpoint (default: the shipped model)")
     p.add_argument("--data", default="data/pbc_wbcatt.yaml")
     p.add_argument("--data-root")
     p.add_argument("--split", default="val")

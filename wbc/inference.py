@@ -15,6 +15,7 @@ from ultralytics.utils.ops import scale_boxes
 from wbc.attributes.data import letterbox, to_tensor
 from wbc.attributes.head import AttributeHead, FeatureTap, head_path_for
 from wbc.offline import guard_downloads
+from wbc.paths import DEFAULT_WEIGHTS
 
 
 @dataclass
@@ -40,7 +41,7 @@ class WBCAnalyzer:
     """Detector + optional attribute head. ``head``: path, or None to look next to the weights
     (``<stem>.attributes.pt``), or False to run the detector alone."""
 
-    def __init__(self, weights: str | Path, head: str | Path | bool | None = None, imgsz: int | None = None,
+    def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, head: str | Path | bool | None = None, imgsz: int | None = None,
                  conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300):
         self.detector, self.names, args = load_detector(weights)
         self.device = torch.device(device)

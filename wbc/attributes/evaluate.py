@@ -16,7 +16,7 @@ import numpy as np
 from wbc.attributes.metrics import match_boxes, summarize_attributes
 from wbc.canonical import CanonicalDataset, prepare
 from wbc.inference import WBCAnalyzer
-from wbc.paths import REPO_ROOT, new_run_dir
+from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
 
 
 def evaluate_on_detections(analyzer: WBCAnalyzer, canonical: CanonicalDataset, split: str = "val",
@@ -62,7 +62,7 @@ def format_scores(result: dict) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True, help="detector checkpoint; its head is <stem>.attributes.pt beside it")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="detector checkpoint (default: the shipped model); its head is <stem>.attributes.pt beside it")
     p.add_argument("--head", help="attribute head file, if not beside the weights")
     p.add_argument("--data", default="data/pbc_wbcatt.yaml")
     p.add_argument("--split", default="val")
