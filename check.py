@@ -3,9 +3,8 @@
     python check.py --data data/pbc_wbcatt.yaml [--verbose]
 """
 
-import sys
-
 from wbc.check import main
+from wbc.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -11,6 +11,7 @@ import sys
 
 from wbc.attributes.head import head_path_for
 from wbc.attributes.train import train_head
+from wbc.cli import run
 from wbc.training import train
 
 
@@ -77,4 +78,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

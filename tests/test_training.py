@@ -216,3 +216,16 @@ def test_yolov5_reader_refuses_foreign_classes(tmp_path):
     torch.save({"model": Payload(), "epoch": -1}, path)
     with pytest.raises(ValueError, match="refusing to load it"):
         wts.load_yolov5_original(path)
+
+
+def test_cli_reports_user_errors_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("path: x\nformat: voc\ntrain: a\nval: b\nnames: [A]\nnoise: 1\n")
+    for args in (["--data", str(bad)], ["--weights", "yolov8x.pt"], ["--cfg", "yolov5n", "--hyp", "nonexistent"], []):
+        proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr

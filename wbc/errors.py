@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+class UsageError(ValueError):
+    """Arguments that cannot work together; the message says what to pass instead."""
+
+
 class DatasetError(ValueError):
     """A fatal problem in a dataset file; the message names the file and, where known, the line."""
 

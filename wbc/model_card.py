@@ -120,4 +120,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from wbc.cli import run
+
+    run(main)

@@ -17,6 +17,7 @@ from ultralytics.utils import LOGGER
 
 from wbc import weights as wts
 from wbc.canonical import prepare
+from wbc.errors import UsageError
 from wbc.hyp import load_hyp
 from wbc.offline import guard_downloads
 from wbc.paths import REPO_ROOT, new_run_dir
@@ -130,6 +131,14 @@ def train(data: str, weights: str | None, phases: list[int], epochs: list[int], 
           project: Path | None = None, exist_ok: bool = False, workers: int = 2, cfg: str | None = None,
           extra: dict | None = None, callbacks: dict | None = None) -> list[PhaseResult]:
     """Run the requested phases in order; phase 2 starts from phase 1's last.pt (or ``weights`` when only phase 2 runs)."""
+    if not resume and weights is None and cfg is None and phases[0] == 1:
+        raise UsageError("pass --weights (a checkpoint or an original YOLOv5 .pt) or --cfg (e.g. yolov5n) to start phase 1")
+    for phase, hyp in zip(phases, hyps):
+        load_hyp(hyp or DEFAULT_HYPS[phase])  # fail on bad arguments before any data is read
+    if weights and not resume:
+        wts.resolve(weights)
+    if cfg:
+        wts.model_config(cfg)
     canonical = prepare(data, data_root)
     project = project or REPO_ROOT / "runs" / "train"
     continues_phase1 = phases == [2] and weights is None and not resume  # phase 2 of an earlier phase-1 run
@@ -156,10 +165,8 @@ def train(data: str, weights: str | None, phases: list[int], epochs: list[int], 
             init = None
         elif phase == 2 and (1 in phases or weights is None):
             init = str(run_dir / "phase1" / "weights" / "last.pt")  # this run's (or the same run name's) phase 1
-        elif weights or cfg:
-            init = weights or cfg
         else:
-            raise ValueError("pass --weights or --cfg")
+            init = weights or cfg
         results.append(run_phase(phase, canonical.data_yaml, init, run_dir, n_epochs, hyp, imgsz, batch, device,
                                  resume=resuming, workers=workers, cfg=cfg if phase == phases[0] else None,
                                  extra=extra, callbacks=callbacks))
