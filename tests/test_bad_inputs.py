@@ -49,58 +49,58 @@ def fatal(yaml_path, tmp_path, *fragments):
 def test_wrong_column_count(raw, tmp_path):
     root, y = raw("attridet")
     label = first_label(root)
-    edit_line(label, 1, lambda l: l + " 0")
+    edit_line(label, 1, lambda row: row + " 0")
     err = fatal(y, tmp_path, "expected 9 columns, found 10")
     assert (err.path, err.line) == (str(label), 2)
 
 
 def test_attridet_rows_in_a_plain_yolo_dataset_are_not_read_as_polygons(raw, tmp_path):
     root, y = raw("yolo_csv")
-    edit_line(first_label(root), 0, lambda l: l + " 0 1 0 1 2 2 0")  # AttriDet's attribute columns
+    edit_line(first_label(root), 0, lambda row: row + " 0 1 0 1 2 2 0")  # AttriDet's attribute columns
     fatal(y, tmp_path, "expected 5 columns, found 12", ":1:")
 
 
 def test_non_numeric_coordinate(raw, tmp_path):
     root, y = raw("attridet")
-    edit_line(first_label(root), 0, lambda l: " ".join([l.split()[0], "abc", *l.split()[2:]]))
+    edit_line(first_label(root), 0, lambda row: " ".join([row.split()[0], "abc", *row.split()[2:]]))
     fatal(y, tmp_path, "x_center is not a number: 'abc'", ":1:")
 
 
 def test_non_finite_coordinate(raw, tmp_path):
     root, y = raw("attridet")
-    edit_line(first_label(root), 0, lambda l: " ".join([l.split()[0], "nan", *l.split()[2:]]))
+    edit_line(first_label(root), 0, lambda row: " ".join([row.split()[0], "nan", *row.split()[2:]]))
     fatal(y, tmp_path, "x_center is not finite: 'nan'")
 
 
 def test_class_id_out_of_range(raw, tmp_path):
     root, y = raw("attridet")
-    edit_line(first_label(root), 2, lambda l: " ".join(["7", *l.split()[1:]]))
+    edit_line(first_label(root), 2, lambda row: " ".join(["7", *row.split()[1:]]))
     fatal(y, tmp_path, "class id 7 out of range: the dataset yaml declares 5 classes (0..4)", ":3:")
 
 
 def test_class_id_not_an_integer(raw, tmp_path):
     root, y = raw("attridet")
-    edit_line(first_label(root), 0, lambda l: " ".join(["1.5", *l.split()[1:]]))
+    edit_line(first_label(root), 0, lambda row: " ".join(["1.5", *row.split()[1:]]))
     fatal(y, tmp_path, "class id is not an integer: '1.5'")
 
 
 def test_attribute_value_outside_the_declared_set_in_rows(raw, tmp_path):
     root, y = raw("attridet")
-    edit_line(first_label(root), -1, lambda l: " ".join([*l.split()[:-1], "5"]))
+    edit_line(first_label(root), -1, lambda row: " ".join([*row.split()[:-1], "5"]))
     fatal(y, tmp_path, "attribute 'vacuoles' value '5' is not in the declared set ['0', '1']")
 
 
 def test_attribute_value_outside_the_declared_set_in_csv(raw, tmp_path):
     root, y = raw("yolo_csv")
     csv = root / "attributes_train.csv"
-    edit_line(csv, 2, lambda l: ",".join([*l.split(",")[:-1], "maybe"]))
+    edit_line(csv, 2, lambda row: ",".join([*row.split(",")[:-1], "maybe"]))
     fatal(y, tmp_path, f"{csv}:3", "attribute 'vacuoles' value 'maybe' is not in the declared set ['no', 'yes']")
 
 
 def test_attribute_csv_missing_a_column(raw, tmp_path):
     root, y = raw("yolo_csv")
     csv = root / "attributes_train.csv"
-    csv.write_text("\n".join(",".join(l.split(",")[:-1]) for l in csv.read_text().splitlines()) + "\n")
+    csv.write_text("\n".join(",".join(row.split(",")[:-1]) for row in csv.read_text().splitlines()) + "\n")
     fatal(y, tmp_path, f"{csv}:1", "missing column(s) ['vacuoles']")
 
 
@@ -173,7 +173,7 @@ def test_unusable_images_are_skipped(raw, tmp_path, content, detail):
 
 def test_box_partly_outside_is_clipped_and_counted(raw, tmp_path):
     root, y = raw("attridet")
-    edit_line(first_label(root), 0, lambda l: " ".join([l.split()[0], "0.02", "0.5", "0.2", "0.2", *l.split()[5:]]))
+    edit_line(first_label(root), 0, lambda row: " ".join([row.split()[0], "0.02", "0.5", "0.2", "0.2", *row.split()[5:]]))
     canonical = prepare(y, cache=tmp_path / "cache")
     assert problems(canonical) == {("repaired", "box outside the image (clipped)")}
     label = (canonical.root / "labels" / "train" / first_label(root).name).read_text().splitlines()[0].split()
@@ -182,14 +182,14 @@ def test_box_partly_outside_is_clipped_and_counted(raw, tmp_path):
 
 def test_box_entirely_outside_is_skipped(raw, tmp_path):
     root, y = raw("attridet")
-    edit_line(first_label(root), 0, lambda l: " ".join([l.split()[0], "1.5", "0.5", "0.2", "0.2", *l.split()[5:]]))
+    edit_line(first_label(root), 0, lambda row: " ".join([row.split()[0], "1.5", "0.5", "0.2", "0.2", *row.split()[5:]]))
     canonical = prepare(y, cache=tmp_path / "cache")
     assert problems(canonical) == {("skipped", "box outside the image")}
 
 
 def test_zero_size_box_is_skipped(raw, tmp_path):
     root, y = raw("attridet")
-    edit_line(first_label(root), 0, lambda l: " ".join([*l.split()[:3], "0", *l.split()[4:]]))
+    edit_line(first_label(root), 0, lambda row: " ".join([*row.split()[:3], "0", *row.split()[4:]]))
     canonical = prepare(y, cache=tmp_path / "cache")
     (problem,) = canonical.problems.problems
     assert (problem.action, problem.reason, problem.path, problem.line) == ("skipped", "zero-size box", str(first_label(root)), 1)
@@ -264,9 +264,9 @@ def test_field_label_disagreeing_with_its_box(raw, tmp_path):
     a field with no WBC box is excluded, and its attribute row is counted as not attached."""
     root, y = raw("yolo_csv")
     labels = sorted((root / "labels" / "train").glob("LY_*.txt"))
-    edit_line(labels[0], -1, lambda l: " ".join(["1", *l.split()[1:]]))  # LY field, its WBC box says MO
-    labels[1].write_text("".join(l + "\n" for l in labels[1].read_text().splitlines()[:-1]))  # no WBC box at all
-    had_row = any(l.startswith(labels[1].stem) for l in (root / "attributes_train.csv").read_text().splitlines())
+    edit_line(labels[0], -1, lambda row: " ".join(["1", *row.split()[1:]]))  # LY field, its WBC box says MO
+    labels[1].write_text("".join(row + "\n" for row in labels[1].read_text().splitlines()[:-1]))  # no WBC box at all
+    had_row = any(row.startswith(labels[1].stem) for row in (root / "attributes_train.csv").read_text().splitlines())
     canonical = prepare(y, cache=tmp_path / "cache")
     expected = {("repaired", "WBC box class disagrees with the field label (relabelled)"),
                 ("skipped", "field without a WBC box of its labelled class")}

@@ -24,7 +24,7 @@ def test_default_model_card_and_head_are_shipped(analyzer):
 
 def test_default_model_describes_the_wbc_of_pbc_fields(analyzer):
     root = shared_dataset("pbc") / "images" / "val"
-    names = ["EO_" , "LY_", "SNE_"]
+    names = ["EO_", "LY_", "SNE_"]
     images = [cv2.imread(str(next(root.glob(f"{n}*.jpg")))) for n in names]
     for cells in analyzer(images):
         wbc = [c for c in cells if c.class_name not in ("RBC", "PLT")]
