@@ -50,6 +50,3 @@ class ProblemLog:
     def counts(self, split: str | None = None) -> Counter:
         """Counter keyed by (action, reason)."""
         return Counter((p.action, p.reason) for p in self.problems if split is None or p.split == split)
-
-    def extend(self, other: ProblemLog) -> None:
-        self.problems.extend(other.problems)
