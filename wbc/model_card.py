@@ -25,10 +25,9 @@ from wbc.field_accuracy import field_type_accuracy
 from wbc.offline import guard_downloads
 
 
-def evaluate(weights: Path, data: str, split: str, imgsz: int, batch: int = 16, device: str = "cpu") -> dict:
+def evaluate(weights: Path, canonical, split: str, imgsz: int, batch: int = 16, device: str = "cpu") -> dict:
     from ultralytics import YOLO
 
-    canonical = prepare(data)
     model = YOLO(str(weights))
     metrics = model.val(data=str(canonical.data_yaml), split=split, imgsz=imgsz, batch=batch, device=device, plots=False, verbose=False)
     per_class = {}
@@ -47,7 +46,7 @@ def run_summary(run: Path) -> dict:
     return {"epochs": len(rows), "train_seconds": float(rows[-1]["time"]), "args": args}
 
 
-def write_card(out: Path, run: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "") -> None:
+def write_card(out: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "") -> None:
     weights = out.with_suffix(".pt")
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     a = summary["args"]
@@ -106,7 +105,8 @@ def main(argv=None):
     summary = run_summary(args.run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(args.run / "weights" / "best.pt", args.out.with_suffix(".pt"))
-    result = evaluate(args.out.with_suffix(".pt"), args.data, args.split, summary["args"]["imgsz"])
+    canonical = prepare(args.data)
+    result = evaluate(args.out.with_suffix(".pt"), canonical, args.split, summary["args"]["imgsz"])
     if args.head:
         from wbc.attributes.evaluate import evaluate_on_detections
         from wbc.attributes.head import head_path_for
@@ -114,8 +114,8 @@ def main(argv=None):
 
         shutil.copy2(args.head, head_path_for(args.out.with_suffix(".pt")))
         analyzer = WBCAnalyzer(args.out.with_suffix(".pt"))
-        result["attributes"] = evaluate_on_detections(analyzer, prepare(args.data), args.split)
-    write_card(args.out, args.run, args.data, args.command, result, summary, args.machine, args.head_command)
+        result["attributes"] = evaluate_on_detections(analyzer, canonical, args.split)
+    write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command)
     print(args.out.with_suffix(".md").read_text())
 
 
