@@ -9,9 +9,10 @@ import argparse
 import shutil
 import sys
 
-from wbc.attributes.head import head_path_for
+from wbc.attributes.head import HeadConfig, head_path_for
 from wbc.attributes.train import train_head
 from wbc.cli import run
+from wbc.schema import load_spec
 from wbc.training import train
 
 
@@ -35,9 +36,12 @@ def parse_args(argv=None):
     p.add_argument("--time", type=float, help="hours per phase; overrides --epochs")
     p.add_argument("--patience", type=int, default=100)
     p.add_argument("--optimizer", default="SGD", help="SGD (YOLOv5's), AdamW, or auto (ultralytics picks by run length)")
-    p.add_argument("--attribute-epochs", type=int, default=0,
-                   help="after the last phase, train the attribute head for this many epochs on the frozen detector "
-                        "and save it beside best.pt as best.attributes.pt (0: no head)")
+    p.add_argument("--attributes", choices=["frozen", "joint", "none"], default="frozen",
+                   help="how the attribute head is trained when the dataset declares attributes: frozen = after the last "
+                        "phase, on the frozen detector's cached features (--attribute-epochs); joint = together with the "
+                        "detector in the last phase (loss weight: hyp key 'attribute'); none = no head. Either way it is "
+                        "saved beside the detector as best.attributes.pt")
+    p.add_argument("--attribute-epochs", type=int, default=30, help="epochs of frozen head training")
     p.add_argument("--attribute-config", help="attribute head config (default attribute_head/default.yaml)")
     return p.parse_args(argv)
 
@@ -59,16 +63,22 @@ def main(argv=None):
     args = parse_args(argv)
     phases = [1, 2] if args.phase == "both" else [int(args.phase)]
     extra = {k: v for k, v in {"cache": args.cache, "time": args.time, "patience": args.patience, "optimizer": args.optimizer}.items() if v is not None}
+    head = HeadConfig.from_yaml(args.attribute_config) if args.attributes != "none" else None
+    if head is not None and not load_spec(args.data, args.data_root).used_attributes:
+        print(f"{args.data} declares no attributes: no attribute head")
+        head = None
     results = train(args.data, args.weights, phases, per_phase(args.epochs, phases, "--epochs"), per_phase(args.hyp, phases, "--hyp"),
                     args.name, args.imgsz, args.batch, args.device, args.resume, args.data_root, exist_ok=args.exist_ok,
-                    workers=args.workers, cfg=args.cfg, extra=extra)
+                    workers=args.workers, cfg=args.cfg, extra=extra, joint_head=head if args.attributes == "joint" else None)
     print(f"\n{'phase':<6} {'epochs':>6} {'mAP50':>7} {'mAP50-95':>9} {'wall':>8}  weights")
     for r in results:
         print(f"{r.phase:<6} {r.epochs:>6} {r.metrics.get('metrics/mAP50(B)', float('nan')):>7.3f} "
               f"{r.metrics.get('metrics/mAP50-95(B)', float('nan')):>9.3f} {r.wall_s / 60:>7.1f}m  {r.best}")
         if r.transferred:
             print(f"       transferred {r.transferred[0]}/{r.transferred[1]} tensors from the original YOLOv5 checkpoint")
-    if args.attribute_epochs and results:
+    if head is not None and args.attributes == "joint" and results:
+        print(f"attribute head trained jointly -> {head_path_for(results[-1].best)}")
+    if head is not None and args.attributes == "frozen" and args.attribute_epochs and results:
         final = results[-1]
         head = train_head(str(final.best), args.data, args.attribute_epochs, args.batch, args.imgsz, "attributes",
                           args.attribute_config, device=args.device, workers=args.workers, project=final.save_dir.parent,

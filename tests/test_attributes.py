@@ -131,3 +131,29 @@ def test_model_card_reports_detection_fields_and_attributes(trained, tmp_path):
                  "| **mean** |", "python train.py ..."):
         assert text in card, text
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "model.attributes.pt").is_file()
+    # the shipped files alone are enough to write the card again (the run folder does not travel with them)
+    main(["--weights", str(tmp_path / "model.pt"), "--data", data, "--out", str(tmp_path / "model"), "--command", "python train.py ...",
+          "--head", str(tmp_path / "model.attributes.pt"), "--head-command", "frozen detector, 12 epochs"])
+    assert (tmp_path / "model.md").read_text() == card
+
+
+def test_cached_features_are_the_frozen_detectors_own(trained):
+    from wbc.attributes.data import AttributeFields, to_tensor
+    from wbc.attributes.features import FieldFeatures
+    from wbc.attributes.train import frozen_detector
+    from wbc.canonical import prepare
+
+    data, weights, _ = trained
+    detector, tap, imgsz, channels = frozen_detector(str(weights), [2, 4, 6], None, "cpu")
+    fields = AttributeFields(prepare(data), "val", imgsz)
+    cache = FieldFeatures(detector, tap, fields, batch=7, device="cpu")
+    assert len(cache) == len(fields) and [m.shape[0] for m in cache[0][0]] == channels
+    for i in (0, len(fields) - 1):
+        image, boxes, codes = fields[i]
+        with torch.no_grad():
+            detector(to_tensor([image]))
+        for cached, direct in zip(cache[i][0], tap.features):
+            assert torch.allclose(cached.float(), direct[0], atol=1e-2, rtol=1e-2)  # float16 storage
+        assert np.array_equal(cache[i][1], boxes) and np.array_equal(cache[i][2], codes)
+    subset = cache.select([6, 2])
+    assert [m.shape[0] for m in subset[0][0]] == [channels[2], channels[0]]

@@ -1,8 +1,9 @@
 """Evaluate a finished training run and write the shipped weights with their model card.
 
     .venv/bin/python -m wbc.model_card --run runs/train/pbc/phase1 --data data/pbc_wbcatt.yaml --out weights/wbc_pbc_yolov5n_256
+    .venv/bin/python -m wbc.model_card --weights weights/wbc_pbc_yolov5n_256.pt --head new.attributes.pt ...   # re-card shipped weights
 
-Copies the run's best.pt to ``<out>.pt`` and writes ``<out>.md``: data, command, epochs, image
+Copies the run's best.pt (or ``--weights``) to ``<out>.pt`` and writes ``<out>.md``: data, command, epochs, image
 size, machine, wall time, per-class val P/R/mAP50/mAP50-95 and, for single-WBC fields, the
 WBC-type accuracy per field. The numbers come from a fresh validation of the copied weights.
 """
@@ -44,6 +45,17 @@ def run_summary(run: Path) -> dict:
     args = yaml.safe_load((run / "args.yaml").read_text())
     rows = list(csv.DictReader((run / "results.csv").open()))
     return {"epochs": len(rows), "train_seconds": float(rows[-1]["time"]), "args": args}
+
+
+def checkpoint_summary(weights: Path) -> dict:
+    """The same summary from the training arguments and results an ultralytics checkpoint carries."""
+    from ultralytics.nn.tasks import torch_safe_load
+
+    ckpt, _ = torch_safe_load(weights, safe_only=True)
+    results = ckpt.get("train_results") or {}
+    if not ckpt.get("train_args") or not results.get("epoch"):
+        raise ValueError(f"{weights}: the checkpoint carries no training arguments and results; pass --run")
+    return {"epochs": len(results["epoch"]), "train_seconds": float(results["time"][-1]), "args": ckpt["train_args"]}
 
 
 def write_card(out: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "") -> None:
@@ -92,7 +104,9 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", type=Path, required=True, help="a finished phase directory (runs/train/<name>/phaseN)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="a finished phase directory (runs/train/<name>/phaseN)")
+    source.add_argument("--weights", type=Path, help="a finished ultralytics checkpoint (its training summary is read from it)")
     p.add_argument("--data", required=True)
     p.add_argument("--out", type=Path, required=True, help="output path without suffix, e.g. weights/wbc_pbc_yolov5n_256")
     p.add_argument("--command", required=True, help="the train.py command that made the run, for the card")
@@ -102,9 +116,11 @@ def main(argv=None):
     p.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU")
     args = p.parse_args(argv)
     guard_downloads()
-    summary = run_summary(args.run)
+    weights = args.weights or args.run / "weights" / "best.pt"
+    summary = checkpoint_summary(weights) if args.weights else run_summary(args.run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(args.run / "weights" / "best.pt", args.out.with_suffix(".pt"))
+    if weights.resolve() != args.out.with_suffix(".pt").resolve():
+        shutil.copy2(weights, args.out.with_suffix(".pt"))
     canonical = prepare(args.data)
     result = evaluate(args.out.with_suffix(".pt"), canonical, args.split, summary["args"]["imgsz"])
     if args.head:
@@ -112,7 +128,8 @@ def main(argv=None):
         from wbc.attributes.head import head_path_for
         from wbc.inference import WBCAnalyzer
 
-        shutil.copy2(args.head, head_path_for(args.out.with_suffix(".pt")))
+        if args.head.resolve() != head_path_for(args.out.with_suffix(".pt")).resolve():
+            shutil.copy2(args.head, head_path_for(args.out.with_suffix(".pt")))
         analyzer = WBCAnalyzer(args.out.with_suffix(".pt"))
         result["attributes"] = evaluate_on_detections(analyzer, canonical, args.split)
     write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command)

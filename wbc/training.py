@@ -16,6 +16,7 @@ from ultralytics.nn.tasks import torch_safe_load
 from ultralytics.utils import LOGGER
 
 from wbc import weights as wts
+from wbc.attributes.head import HeadConfig
 from wbc.canonical import prepare
 from wbc.errors import UsageError
 from wbc.hyp import load_hyp
@@ -68,11 +69,14 @@ def checkpoint_finished(path: Path) -> bool:
 
 def run_phase(phase: int, data_yaml: Path, init: str, run_dir: Path, epochs: int, hyp: str | None = None,
               imgsz: int = 640, batch: int = 8, device: str = "cpu", resume: bool = False, workers: int = 2,
-              cfg: str | None = None, extra: dict | None = None, callbacks: dict | None = None) -> PhaseResult:
+              cfg: str | None = None, extra: dict | None = None, callbacks: dict | None = None,
+              joint_head: HeadConfig | None = None) -> PhaseResult:
     """Train one phase from ``init`` (weights or a model config); ``cfg`` optionally names the
-    architecture the weights are transferred into. ``resume`` continues the phase's own last.pt."""
+    architecture the weights are transferred into. ``resume`` continues the phase's own last.pt.
+    ``joint_head``: train this attribute head together with the detector (wbc.attributes.joint);
+    the hyp key ``attribute`` weighs its loss."""
     save_dir = run_dir / f"phase{phase}"
-    hyp_args, _ = load_hyp(hyp or DEFAULT_HYPS[phase])
+    hyp_args, own = load_hyp(hyp or DEFAULT_HYPS[phase])
     if resume:
         overrides = {"model": str(save_dir / "weights" / "last.pt"), "resume": str(save_dir / "weights" / "last.pt"),
                      "data": str(data_yaml), "device": device, "workers": workers}
@@ -90,7 +94,13 @@ def run_phase(phase: int, data_yaml: Path, init: str, run_dir: Path, epochs: int
                      "device": device, "workers": workers, "project": str(run_dir), "name": save_dir.name,
                      "exist_ok": True, "pretrained": path if kind == "ultralytics" and cfg else kind == "ultralytics",
                      "optimizer": "SGD", **hyp_args, **(extra or {})}  # SGD as in YOLOv5 (ultralytics' 'auto' would override lr0)
-    trainer = WBCDetectionTrainer(overrides=overrides)
+    if joint_head is not None:
+        from wbc.attributes.joint import AttributeTrainer
+
+        trainer = AttributeTrainer(overrides=overrides)
+        trainer.head_config, trainer.attribute_weight = joint_head, float(own.get("attribute", 1.0))
+    else:
+        trainer = WBCDetectionTrainer(overrides=overrides)
     trainer.yolov5_source = source
     for event, fn in (callbacks or {}).items():
         trainer.add_callback(event, fn)
@@ -129,8 +139,9 @@ def phase_to_resume(run_dir: Path, phases: list[int]) -> tuple[int, bool] | None
 def train(data: str, weights: str | None, phases: list[int], epochs: list[int], hyps: list[str | None], name: str,
           imgsz: int = 640, batch: int = 8, device: str = "cpu", resume: bool = False, data_root: str | None = None,
           project: Path | None = None, exist_ok: bool = False, workers: int = 2, cfg: str | None = None,
-          extra: dict | None = None, callbacks: dict | None = None) -> list[PhaseResult]:
-    """Run the requested phases in order; phase 2 starts from phase 1's last.pt (or ``weights`` when only phase 2 runs)."""
+          extra: dict | None = None, callbacks: dict | None = None, joint_head: HeadConfig | None = None) -> list[PhaseResult]:
+    """Run the requested phases in order; phase 2 starts from phase 1's last.pt (or ``weights`` when only phase 2 runs).
+    ``joint_head``: the last phase trains this attribute head together with the detector."""
     if not resume and weights is None and cfg is None and phases[0] == 1:
         raise UsageError("pass --weights (a checkpoint or an original YOLOv5 .pt) or --cfg (e.g. yolov5n) to start phase 1")
     for phase, hyp in zip(phases, hyps):
@@ -169,5 +180,5 @@ def train(data: str, weights: str | None, phases: list[int], epochs: list[int], 
             init = weights or cfg
         results.append(run_phase(phase, canonical.data_yaml, init, run_dir, n_epochs, hyp, imgsz, batch, device,
                                  resume=resuming, workers=workers, cfg=cfg if phase == phases[0] else None,
-                                 extra=extra, callbacks=callbacks))
+                                 extra=extra, callbacks=callbacks, joint_head=joint_head if phase == phases[-1] else None))
     return results

