@@ -41,7 +41,7 @@ def parse_args(argv=None):
                         "phase, on the frozen detector's cached features (--attribute-epochs); joint = together with the "
                         "detector in the last phase (loss weight: hyp key 'attribute'); none = no head. Either way it is "
                         "saved beside the detector as best.attributes.pt")
-    p.add_argument("--attribute-epochs", type=int, default=30, help="epochs of frozen head training")
+    p.add_argument("--attribute-epochs", type=int, default=20, help="epochs of frozen head training")
     p.add_argument("--attribute-config", help="attribute head config (default attribute_head/default.yaml)")
     return p.parse_args(argv)
 
@@ -80,11 +80,11 @@ def main(argv=None):
         print(f"attribute head trained jointly -> {head_path_for(results[-1].best)}")
     if head is not None and args.attributes == "frozen" and args.attribute_epochs and results:
         final = results[-1]
-        head = train_head(str(final.best), args.data, args.attribute_epochs, args.batch, args.imgsz, "attributes",
-                          args.attribute_config, device=args.device, workers=args.workers, project=final.save_dir.parent,
-                          data_root=args.data_root)
-        shutil.copy2(head["save_dir"] / "head.pt", head_path_for(final.best))
-        print(f"attribute head: val mean accuracy {head['best_mean_accuracy']:.4f} on ground-truth boxes -> {head_path_for(final.best)}")
+        trained = train_head(str(final.best), args.data, args.attribute_epochs, imgsz=args.imgsz, name="attributes",
+                             config=args.attribute_config, device=args.device, workers=args.workers, project=final.save_dir.parent,
+                             data_root=args.data_root)
+        shutil.copy2(trained["save_dir"] / "head.pt", head_path_for(final.best))
+        print(f"attribute head: val mean accuracy {trained['best_mean_accuracy']:.4f} on ground-truth boxes -> {head_path_for(final.best)}")
 
 
 if __name__ == "__main__":

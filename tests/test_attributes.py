@@ -35,6 +35,19 @@ def test_head_checkpoint_is_self_describing_and_weights_only(tmp_path):
     assert torch.equal(head.eval()(features, boxes, (128, 128))[0], again(features, boxes, (128, 128))[0])
 
 
+def test_box_size_reaches_the_head_only_when_configured():
+    """On a uniform feature map RoIAlign pools the same values for any box: only the box-size input can tell sizes apart."""
+    features = [torch.ones(1, 8, 16, 16)]
+    boxes = torch.tensor([[0, 10.0, 10.0, 30.0, 30.0], [0, 10.0, 10.0, 90.0, 90.0]])
+    outputs = {}
+    for box_size in (False, True):
+        torch.manual_seed(0)
+        cfg = HeadConfig(layers=[4], in_channels=[8], attributes=[{"name": "size", "values": ["small", "big"]}], imgsz=128, box_size=box_size)
+        outputs[box_size] = AttributeHead(cfg).eval()(features, boxes, (128, 128))[0]
+    assert torch.allclose(outputs[False][0], outputs[False][1])
+    assert not torch.allclose(outputs[True][0], outputs[True][1])
+
+
 def test_matching_is_one_to_one_and_thresholded():
     gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)
     pred = np.array([[0, 0, 10, 11], [1, 1, 10, 10], [50, 50, 60, 60]], float)
@@ -58,7 +71,11 @@ def trained(tmp_path_factory):
     data = str(generate(root / "raw", "coco", n_train=60, n_val=30, imgsz=96, unknown_rate=0.1))
     det = train(data, "yolov5n", [1], [2], ["no-augmentation"], "det", imgsz=96, batch=8, device="cpu", workers=0,
                 project=root, extra={"plots": False, "warmup_epochs": 0})
-    result = train_head(str(det[0].best), data, epochs=12, batch=8, imgsz=96, name="head", project=root, workers=0, lr=3e-3, jitter=0.03)
+    # generated cells are 15-20 px across at 96 px input: pool the stride-4/8 maps (the default 4 + 6 suits ~100 px cells)
+    config = root / "head.yaml"
+    config.write_text("layers: [2, 4]\n")
+    result = train_head(str(det[0].best), data, epochs=12, batch=8, imgsz=96, name="head", config=str(config), project=root,
+                        workers=0, lr=3e-3, jitter=0.03)
     return data, det[0].best, result
 
 

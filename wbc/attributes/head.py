@@ -25,6 +25,7 @@ class HeadConfig:
     roi_size: int = 7
     hidden: int = 128
     dropout: float = 0.1
+    box_size: bool = False  # also feed log(box width, height / input size) to the MLP (RoIAlign alone is blind to size)
     in_channels: list[int] = field(default_factory=list)  # filled from the detector
     attributes: list[dict] = field(default_factory=list)  # [{name, values}] of the attributes it predicts
     imgsz: int = 640  # input size it was trained at
@@ -33,7 +34,7 @@ class HeadConfig:
     def from_yaml(cls, path: str | Path | None = None) -> "HeadConfig":
         path = Path(path) if path else REPO_ROOT / "attribute_head" / "default.yaml"
         raw = yaml.safe_load(path.read_text()) or {}
-        unknown = sorted(set(raw) - {"layers", "roi_size", "hidden", "dropout"})
+        unknown = sorted(set(raw) - {"layers", "roi_size", "hidden", "dropout", "box_size"})
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {unknown}")
         return cls(**raw)
@@ -54,7 +55,8 @@ class AttributeHead(nn.Module):
             nn.Conv2d(sum(config.in_channels), c, 1, bias=False), nn.BatchNorm2d(c), nn.SiLU(),
             nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.SiLU(),
         )
-        self.classify = nn.Sequential(nn.Flatten(), nn.Dropout(config.dropout), nn.Linear(c, c), nn.SiLU(), nn.Linear(c, sum(config.value_counts)))
+        extra = 2 if config.box_size else 0
+        self.classify = nn.Sequential(nn.Flatten(), nn.Dropout(config.dropout), nn.Linear(c + extra, c), nn.SiLU(), nn.Linear(c, sum(config.value_counts)))
 
     def forward(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> list[torch.Tensor]:
         """features: the tapped maps (B, C_i, H_i, W_i); boxes (K, 5); input_size (H, W) of the network input.
@@ -62,8 +64,11 @@ class AttributeHead(nn.Module):
         s = self.config.roi_size
         pooled = [roi_align(f, boxes.to(f.dtype), (s, s), spatial_scale=f.shape[-1] / input_size[1], sampling_ratio=2, aligned=True)
                   for f in features]
-        x = self.reduce(torch.cat(pooled, 1))
-        logits = self.classify(F.adaptive_avg_pool2d(x, 1))
+        x = F.adaptive_avg_pool2d(self.reduce(torch.cat(pooled, 1)), 1).flatten(1)
+        if self.config.box_size:
+            wh = (boxes[:, 3:5] - boxes[:, 1:3]).clamp(min=1.0) / torch.tensor([input_size[1], input_size[0]], device=boxes.device)
+            x = torch.cat([x, wh.log().to(x.dtype)], 1)
+        logits = self.classify(x)
         return list(logits.split(self.config.value_counts, dim=1))
 
     def save(self, path: str | Path) -> None:

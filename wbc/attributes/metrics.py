@@ -12,7 +12,7 @@ def match_boxes(gt: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) ->
     pairs below ``iou_threshold`` never matched. gt (N, 4), pred (M, 4) xyxy. Returns (gt, pred, iou)."""
     if len(gt) == 0 or len(pred) == 0:
         return []
-    iou = box_iou(torch.as_tensor(gt, dtype=torch.float32), torch.as_tensor(pred, dtype=torch.float32)).numpy()
+    iou = box_iou(torch.tensor(np.asarray(gt), dtype=torch.float32), torch.tensor(np.asarray(pred), dtype=torch.float32)).numpy()
     pairs = sorted(((iou[i, j], i, j) for i, j in zip(*np.nonzero(iou >= iou_threshold))), reverse=True)
     used_gt, used_pred, matches = set(), set(), []
     for v, i, j in pairs:

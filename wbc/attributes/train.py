@@ -5,7 +5,7 @@ once and cached in RAM when they fit (``cache``), so an epoch costs only the hea
 with a validation on ground-truth boxes; the best head (mean accuracy) is kept. Output:
 runs/attributes/<name>/ (head.pt, results.csv, metrics.json).
 
-    .venv/bin/python -m wbc.attributes.train --weights best.pt --data data/pbc_wbcatt.yaml --epochs 30
+    .venv/bin/python -m wbc.attributes.train --weights best.pt --data data/pbc_wbcatt.yaml
 """
 
 from __future__ import annotations
@@ -84,6 +84,22 @@ def predict_codes(head: AttributeHead, batches, input_size: tuple[int, int], dev
     return np.concatenate(truth), np.concatenate(predicted)
 
 
+def train_one_epoch(batches, batch_loss, optimizer, scheduler, desc: str) -> tuple[float, float]:
+    """One pass over ``batches`` (tuples unpacked into ``batch_loss``), stepping the optimizer and the
+    per-step scheduler. Returns (mean loss, seconds)."""
+    start, total = time.time(), 0.0
+    bar = TQDM(batches, desc=desc, total=len(batches))
+    for i, batch in enumerate(bar):
+        loss = batch_loss(*batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item()
+        bar.set_postfix(loss=f"{total / (i + 1):.4f}")
+    return total / len(batches), time.time() - start
+
+
 def fit_head(head: AttributeHead, train_batches, val_batches, input_size: tuple[int, int], out: Path, epochs: int,
              lr: float = 1e-3, jitter: float = 0.05, class_weights: list[torch.Tensor] | None = None, device="cpu") -> dict:
     """Train ``head`` on batches of (maps, boxes, codes); keep the best (val mean accuracy) as out/head.pt."""
@@ -94,20 +110,14 @@ def fit_head(head: AttributeHead, train_batches, val_batches, input_size: tuple[
     best, history = {"mean_accuracy": -1.0}, []
     for epoch in range(epochs):
         head.train()
-        start, total = time.time(), 0.0
-        bar = TQDM(train_batches, desc=f"head epoch {epoch + 1}/{epochs}", total=len(train_batches))
-        for i, (maps, boxes, codes) in enumerate(bar):
+
+        def batch_loss(maps, boxes, codes):
             logits = head(maps, jitter_boxes(boxes, jitter).to(device), input_size)
-            loss = attribute_loss(logits, codes.to(device), class_weights)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item()
-            bar.set_postfix(loss=f"{total / (i + 1):.4f}")
-        epoch_s = time.time() - start
+            return attribute_loss(logits, codes.to(device), class_weights)
+
+        train_loss, epoch_s = train_one_epoch(train_batches, batch_loss, optimizer, scheduler, f"head epoch {epoch + 1}/{epochs}")
         scores = summarize_attributes(names, head.config.value_counts, *predict_codes(head, val_batches, input_size, device))
-        history.append({"epoch": epoch + 1, "train_loss": total / len(train_batches), "epoch_s": round(epoch_s, 2),
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "epoch_s": round(epoch_s, 2),
                         "val_mean_accuracy": scores["mean_accuracy"], "val_mean_macro_f1": scores["mean_macro_f1"]})
         LOGGER.info(f"head epoch {epoch + 1}: loss {history[-1]['train_loss']:.4f}, val mean accuracy {scores['mean_accuracy']:.4f}, "
                     f"mean macro-F1 {scores['mean_macro_f1']:.4f} ({epoch_s:.1f} s)")
@@ -135,8 +145,8 @@ def frozen_detector(weights: str, layers: list[int], imgsz: int | None, device) 
     return detector, tap, imgsz, [f.shape[1] for f in tap.features]
 
 
-def train_head(weights: str, data: str, epochs: int = 30, batch: int = 16, imgsz: int | None = None, name: str = "exp",
-               config: str | None = None, lr: float = 1e-3, jitter: float = 0.05, balance: bool = False, device: str = "cpu",
+def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz: int | None = None, name: str = "exp",
+               config: str | None = None, lr: float = 2e-3, jitter: float = 0.05, balance: bool = False, device: str = "cpu",
                workers: int = 2, project: Path | None = None, data_root: str | None = None, seed: int = 0,
                cache: bool = True) -> dict:
     torch.manual_seed(seed)
@@ -172,10 +182,10 @@ def main(argv=None):
     p.add_argument("--weights", required=True, help="trained detector (ultralytics checkpoint)")
     p.add_argument("--data", default="data/pbc_wbcatt.yaml")
     p.add_argument("--config", help="head config yaml (default attribute_head/default.yaml)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--imgsz", type=int, help="default: the detector's training size")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--jitter", type=float, default=0.05, help="box edge jitter, fraction of box size")
     p.add_argument("--balance", action="store_true", help="weight rare values up in the loss")
     p.add_argument("--no-cache", action="store_true", help="run the detector every epoch instead of caching its features in RAM")

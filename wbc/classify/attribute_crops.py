@@ -9,18 +9,17 @@ loss is the head's masked per-attribute cross-entropy.
 
 from __future__ import annotations
 
-import time
-
 import albumentations as A
 import cv2
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from ultralytics.utils import LOGGER, TQDM
+from ultralytics.utils import LOGGER
 
 from wbc.attributes.head import attribute_loss
 from wbc.attributes.metrics import summarize_attributes
+from wbc.attributes.train import train_one_epoch
 from wbc.canonical import CanonicalDataset
 from wbc.classify.backbone import create_backbone
 from wbc.classify.crops import crop_box
@@ -66,7 +65,7 @@ class Crops(Dataset):
         image = self.crops[i][..., ::-1]  # BGR -> RGB
         if self.transform:
             image = self.transform(image=np.ascontiguousarray(image))["image"]
-        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.from_numpy(self.codes[i])
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), torch.tensor(self.codes[i])
 
 
 class CropAttributeClassifier(nn.Module):
@@ -103,19 +102,10 @@ def fit(model: CropAttributeClassifier, train: tuple[np.ndarray, np.ndarray], va
     history, best_state, best = [], None, -1.0
     for epoch in range(epochs):
         model.train()
-        start, total = time.time(), 0.0
-        bar = TQDM(loader, desc=f"crop classifier epoch {epoch + 1}/{epochs}")
-        for i, (images, codes) in enumerate(bar):
-            loss = attribute_loss(model(images), codes)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item()
-            bar.set_postfix(loss=f"{total / (i + 1):.4f}")
-        epoch_s = time.time() - start
+        train_loss, epoch_s = train_one_epoch(loader, lambda images, codes: attribute_loss(model(images), codes), optimizer, scheduler,
+                                              f"crop classifier epoch {epoch + 1}/{epochs}")
         scores = summarize_attributes(names, model.value_counts, val[1], predict(model, val[0]))
-        history.append({"epoch": epoch + 1, "train_loss": total / len(loader), "epoch_s": round(epoch_s, 1),
+        history.append({"epoch": epoch + 1, "train_loss": train_loss, "epoch_s": round(epoch_s, 1),
                         "val_mean_accuracy": scores["mean_accuracy"], "val_mean_macro_f1": scores["mean_macro_f1"]})
         LOGGER.info(f"crop classifier epoch {epoch + 1}: val mean accuracy {scores['mean_accuracy']:.4f}, "
                     f"macro-F1 {scores['mean_macro_f1']:.4f} ({epoch_s:.0f} s)")
