@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from wbc.attributes.evaluate import evaluate_on_detections, format_scores, match_detections, score_matches
+from wbc.attributes.evaluate import format_scores, head_predictions, match_detections, score_matches
 from wbc.attributes.metrics import summarize_attributes
 from wbc.canonical import prepare
 from wbc.classify.attribute_crops import CropAttributeClassifier, cut_crops, fit, ground_truth_crops, predict
@@ -64,7 +64,8 @@ def main():
     images = {name: cv2.imread(str(canonical.root / "images" / "val" / name)) for name in {m.image for m in matches}}
     crops = cut_crops(images, [(m.image, np.array(m.cell.box)) for m in matches], args.imgsz, args.crop, args.margin)
     on_detections = score_matches(matches, n_truth, specs, predict(model, crops), "val", 0.5)
-    head = evaluate_on_detections(analyzer, canonical, "val") if analyzer.head is not None else None
+    # the head's values come with the same detections (one detector pass serves both)
+    head = score_matches(matches, n_truth, specs, head_predictions(matches, specs), "val", 0.5) if analyzer.attribute_specs == specs else None
 
     result = {"weights": args.weights, "data": args.data, "imgsz": args.imgsz, "crop": args.crop, "margin": args.margin,
               "backbone": args.backbone, "pretrained": not args.no_pretrained, "epochs": args.epochs, "train_s": train_s,

@@ -59,6 +59,11 @@ def score_matches(matches: list[Match], ground_truth_boxes: int, specs: list[dic
             "mean_matched_iou": float(np.mean([m.iou for m in matches])) if matches else float("nan"), **scores}
 
 
+def head_predictions(matches: list[Match], specs: list[dict]) -> np.ndarray:
+    """(len(matches), A) value indices the attribute head gave each matched cell."""
+    return np.array([[s["values"].index(m.cell.attributes[s["name"]][0]) for s in specs] for m in matches])
+
+
 def evaluate_on_detections(analyzer: WBCAnalyzer, canonical: CanonicalDataset, split: str = "val",
                            match_iou: float = 0.5, batch: int = 16) -> dict:
     if analyzer.head is None:
@@ -70,8 +75,7 @@ def evaluate_on_detections(analyzer: WBCAnalyzer, canonical: CanonicalDataset, s
     if missing:
         raise ValueError(f"the head predicts {missing}, which {spec.name} does not declare")
     matches, n_truth = match_detections(analyzer, canonical, names, split, match_iou, batch)
-    predicted = np.array([[s["values"].index(m.cell.attributes[s["name"]][0]) for s in specs] for m in matches])
-    return score_matches(matches, n_truth, specs, predicted, split, match_iou)
+    return score_matches(matches, n_truth, specs, head_predictions(matches, specs), split, match_iou)
 
 
 def format_scores(result: dict) -> str:

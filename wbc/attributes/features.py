@@ -17,10 +17,9 @@ from wbc.attributes.data import AttributeFields, collate
 from wbc.attributes.head import FeatureTap
 
 
-def cache_bytes(detector: torch.nn.Module, tap: FeatureTap, imgsz: int, n_fields: int, device) -> int:
-    """Bytes that float16 copies of the tapped maps of ``n_fields`` fields would take."""
-    with torch.no_grad():
-        detector(torch.zeros(1, 3, imgsz, imgsz, device=device))
+def cache_bytes(tap: FeatureTap, n_fields: int) -> int:
+    """Bytes that float16 copies of the tapped maps of ``n_fields`` fields would take, sized from the
+    tap's last forward pass (``probe_channels``' blank image of the training size)."""
     return n_fields * 2 * sum(f[0].numel() for f in tap.features)
 
 
@@ -35,7 +34,6 @@ class FieldFeatures(Dataset):
     def __init__(self, detector: torch.nn.Module, tap: FeatureTap, fields: AttributeFields, batch: int, device, workers: int = 0):
         self.layers = list(tap.layers)
         self.levels = list(range(len(self.layers)))
-        self.input_size = (fields.imgsz, fields.imgsz)
         self.items: list[tuple[list[torch.Tensor], np.ndarray, np.ndarray]] = []
         loader = DataLoader(fields, batch, shuffle=False, num_workers=workers, collate_fn=collate)
         with torch.no_grad():

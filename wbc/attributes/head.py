@@ -104,6 +104,17 @@ def attribute_loss(logits: list[torch.Tensor], targets: torch.Tensor, class_weig
     return torch.stack(terms).mean() if terms else logits[0].sum() * 0.0
 
 
+def probe_channels(detector: nn.Module, tap: "FeatureTap", imgsz: int) -> list[int]:
+    """Channels of each tapped layer, from one forward pass of a blank ``imgsz`` image (eval mode,
+    no gradients; the detector's train/eval mode is restored). ``tap.features`` then hold (1, C, H, W) maps."""
+    was_training = detector.training
+    device = next(detector.parameters()).device
+    with torch.no_grad():
+        detector.eval()(torch.zeros(1, 3, imgsz, imgsz, device=device))
+    detector.train(was_training)
+    return [f.shape[1] for f in tap.features]
+
+
 class FeatureTap:
     """Keeps the outputs of chosen detector layers from the last forward pass (forward hooks)."""
 

@@ -27,7 +27,7 @@ from ultralytics.utils import LOGGER, colorstr
 from ultralytics.utils.torch_utils import unwrap_model
 
 from wbc.attributes.data import jitter_boxes
-from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_loss, head_path_for
+from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_loss, head_path_for, probe_channels
 from wbc.schema import UNKNOWN
 from wbc.training import WBCDetectionTrainer
 
@@ -125,10 +125,7 @@ class AttributeTrainer(WBCDetectionTrainer):
         imgsz = int(self.args.imgsz)
         cfg_head = replace(self.head_config or HeadConfig.from_yaml(), attributes=self._attribute_names(), imgsz=imgsz)
         probe = FeatureTap(model, cfg_head.layers)
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, imgsz, imgsz))
-        model.train()
-        cfg_head.in_channels = [f.shape[1] for f in probe.features]
+        cfg_head.in_channels = probe_channels(model, probe, imgsz)
         probe.remove()
         model.attribute_head = AttributeHead(cfg_head)
         saved = head_path_for(self.args.resume) if isinstance(self.args.resume, str) else None

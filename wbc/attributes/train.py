@@ -23,7 +23,7 @@ from ultralytics.utils import LOGGER, TQDM
 
 from wbc.attributes.data import AttributeFields, collate, jitter_boxes
 from wbc.attributes.features import FieldFeatures, cache_bytes, cache_fits, collate_features
-from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_loss
+from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_loss, probe_channels
 from wbc.attributes.metrics import summarize_attributes
 from wbc.canonical import prepare
 from wbc.inference import load_detector
@@ -140,9 +140,7 @@ def frozen_detector(weights: str, layers: list[int], imgsz: int | None, device) 
         p.requires_grad_(False)
     imgsz = imgsz or int(args.get("imgsz", 640))
     tap = FeatureTap(detector, layers)
-    with torch.no_grad():
-        detector(torch.zeros(1, 3, imgsz, imgsz, device=device))
-    return detector, tap, imgsz, [f.shape[1] for f in tap.features]
+    return detector, tap, imgsz, probe_channels(detector, tap, imgsz)
 
 
 def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz: int | None = None, name: str = "exp",
@@ -159,7 +157,7 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
     head = AttributeHead(cfg).to(device)
 
     fields = {split: AttributeFields(canonical, split, imgsz) for split in ("train", "val")}
-    if cache and not cache_fits(cache_bytes(detector, tap, imgsz, sum(len(f) for f in fields.values()), device)):
+    if cache and not cache_fits(cache_bytes(tap, sum(len(f) for f in fields.values()))):
         LOGGER.warning("detector features do not fit in half the available RAM; running the detector every epoch")
         cache = False
     if cache:
