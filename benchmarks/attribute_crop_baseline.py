@@ -21,10 +21,11 @@ import cv2
 import numpy as np
 import torch
 
-from wbc.attributes.evaluate import format_scores, head_predictions, match_detections, score_matches
 from wbc.attributes.metrics import summarize_attributes
 from wbc.canonical import prepare
 from wbc.classify.attribute_crops import CropAttributeClassifier, cut_crops, fit, ground_truth_crops, predict
+from wbc.evaluation.cells import attribute_metrics, collect
+from wbc.evaluation.report import attribute_table
 from wbc.inference import WBCAnalyzer
 from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
 
@@ -60,12 +61,14 @@ def main():
     on_truth = summarize_attributes(names, model.value_counts, val[1], predict(model, val[0]))
 
     analyzer = WBCAnalyzer(args.weights, imgsz=args.imgsz)
-    matches, n_truth = match_detections(analyzer, canonical, names, "val")
-    images = {name: cv2.imread(str(canonical.root / "images" / "val" / name)) for name in {m.image for m in matches}}
-    crops = cut_crops(images, [(m.image, np.array(m.cell.box)) for m in matches], args.imgsz, args.crop, args.margin)
-    on_detections = score_matches(matches, n_truth, specs, predict(model, crops), "val", 0.5)
+    cells = collect(analyzer, canonical, "val")
+    known = (cells.truth[names] >= 0).any(axis=1)
+    pairs = [m for m in cells.matches(0.5) if known[m.truth]]  # crops of boxes without attributes would not be scored
+    images = {name: cv2.imread(str(canonical.root / "images" / "val" / name)) for name in {m.image for m in pairs}}
+    crops = cut_crops(images, [(m.image, np.array(cells.cells[m.image][m.cell].box)) for m in pairs], args.imgsz, args.crop, args.margin)
+    on_detections = attribute_metrics(cells, pairs, specs, predict(model, crops))
     # the head's values come with the same detections (one detector pass serves both)
-    head = score_matches(matches, n_truth, specs, head_predictions(matches, specs), "val", 0.5) if analyzer.attribute_specs == specs else None
+    head = attribute_metrics(cells, pairs, specs) if analyzer.attribute_specs == specs else None
 
     result = {"weights": args.weights, "data": args.data, "imgsz": args.imgsz, "crop": args.crop, "margin": args.margin,
               "backbone": args.backbone, "pretrained": not args.no_pretrained, "epochs": args.epochs, "train_s": train_s,
@@ -75,11 +78,11 @@ def main():
     (out / "results.json").write_text(json.dumps(result, indent=2))
     print(f"crop classifier, val ground-truth crops: mean accuracy {on_truth['mean_accuracy'] * 100:.2f}%, "
           f"macro-F1 {on_truth['mean_macro_f1'] * 100:.2f}")
-    print(f"\ncrop classifier, val from detections ({on_detections['matched']} of {n_truth} matched):")
-    print(format_scores(on_detections))
+    print(f"\ncrop classifier, val from detections ({on_detections['matched']} of {on_detections['ground_truth_boxes_with_attributes']} matched):")
+    print(attribute_table(on_detections))
     if head:
-        print(f"\nattribute head, val from detections ({head['matched']} of {head['ground_truth_boxes']} matched):")
-        print(format_scores(head))
+        print(f"\nattribute head, val from detections ({head['matched']} of {head['ground_truth_boxes_with_attributes']} matched):")
+        print(attribute_table(head))
     print(f"written to {out / 'results.json'}")
 
 

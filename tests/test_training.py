@@ -169,17 +169,22 @@ def test_transferred_model_trains(synthetic, tmp_path):
 
 
 def test_field_type_accuracy_counts_each_field_once(synthetic, tmp_path):
-    from ultralytics import YOLO
-
     from wbc.canonical import prepare
-    from wbc.field_accuracy import NO_WBC, field_type_accuracy
+    from wbc.evaluation.detection import validate
+    from wbc.field_accuracy import NO_WBC, field_accuracy_of_predictions
 
     results = train(str(synthetic("yolo_csv")), "yolov5n", [1], [1], ["no-augmentation"], "fields", project=tmp_path, extra=FAST, **TINY)
     canonical = prepare(synthetic("yolo_csv"))
-    result = field_type_accuracy(YOLO(results[0].best), canonical, "val", imgsz=64)
+    _, predictions = validate(results[0].best, canonical, "val", 64, 4, 0.7, "cpu", tmp_path / "val", plots=False)
+    result = field_accuracy_of_predictions(canonical, "val", predictions)
     assert result["fields"] == 6 and sum(sum(c.values()) for c in result["confusion"].values()) == 6
     assert set(result["confusion"]) == {"LY", "MO", "NE"}
     assert 0 <= result["accuracy"] <= 1 and result["no_wbc_detected"] == sum(c.get(NO_WBC, 0) for c in result["confusion"].values())
+    # the field's best WBC-type guess wins; a field without any WBC-type detection is counted, not dropped
+    image = canonical.fields().query("split == 'val'")["image"].iloc[0]
+    records = [{"file_name": image, "category_id": canonical.spec.names.index(c) + 1, "score": s} for c, s in (("MO", 0.3), ("LY", 0.6))]
+    hand = field_accuracy_of_predictions(canonical, "val", records)
+    assert hand["no_wbc_detected"] == 5 and sum(c.get("LY", 0) for c in hand["confusion"].values()) == 1
 
 
 def test_train_py_gives_each_phase_its_own_epochs_and_hyp():

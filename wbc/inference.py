@@ -14,6 +14,7 @@ from ultralytics.utils.ops import scale_boxes
 
 from wbc.attributes.data import letterbox, to_tensor
 from wbc.attributes.head import AttributeHead, FeatureTap, head_path_for
+from wbc.class_map import ClassMap
 from wbc.offline import guard_downloads
 from wbc.paths import DEFAULT_WEIGHTS
 
@@ -39,18 +40,28 @@ def load_detector(weights: str | Path) -> tuple[torch.nn.Module, dict[int, str],
 
 class WBCAnalyzer:
     """Detector + optional attribute head. ``head``: path, or None to look next to the weights
-    (``<stem>.attributes.pt``), or False to run the detector alone."""
+    (``<stem>.attributes.pt``), or False to run the detector alone. ``class_map``: report cells in
+    another dataset's classes (see :mod:`wbc.class_map`)."""
 
     def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, head: str | Path | bool | None = None, imgsz: int | None = None,
-                 conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300):
+                 conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300, class_map: ClassMap | None = None):
         self.detector, self.names, args = load_detector(weights)
+        self.class_map = None
+        if class_map:
+            self.map_classes(class_map)
         self.device = torch.device(device)
         self.detector.to(self.device)
         head_path = None if head is False else Path(head) if head else head_path_for(weights)
-        self.head = AttributeHead.load(head_path).to(self.device) if head_path is not None and head_path.is_file() else None
+        self.head_path = head_path if head_path is not None and head_path.is_file() else None
+        self.head = AttributeHead.load(head_path).to(self.device) if self.head_path else None
         self.tap = FeatureTap(self.detector, self.head.config.layers) if self.head else None
         self.imgsz = imgsz or (self.head.config.imgsz if self.head else int(args.get("imgsz", 640)))
         self.conf, self.iou, self.max_det = conf, iou, max_det
+
+    def map_classes(self, class_map: ClassMap) -> None:
+        """From now on report cells in ``class_map``'s target classes."""
+        self.class_map = class_map
+        self.names = dict(enumerate(class_map.names))
 
     @property
     def attribute_specs(self) -> list[dict]:
@@ -63,6 +74,8 @@ class WBCAnalyzer:
         x = to_tensor([b[0] for b in boxed]).to(self.device)
         out = self.detector(x)
         detections = non_max_suppression(out[0] if isinstance(out, (list, tuple)) else out, self.conf, self.iou, max_det=self.max_det)
+        if self.class_map:
+            detections = [self.class_map.apply(d, self.iou) for d in detections]
         probabilities = self._attributes(detections, x.shape[-2:]) if self.head else None
         cells, k = [], 0
         for i, (det, image) in enumerate(zip(detections, images)):

@@ -17,27 +17,25 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
 
 from wbc.canonical import prepare
-from wbc.field_accuracy import field_type_accuracy
+from wbc.evaluation.detection import validate
+from wbc.field_accuracy import field_accuracy_of_predictions, has_field_classes
 from wbc.offline import guard_downloads
 
 
 def evaluate(weights: Path, canonical, split: str, imgsz: int, batch: int = 16, device: str = "cpu") -> dict:
-    from ultralytics import YOLO
-
-    model = YOLO(str(weights))
-    metrics = model.val(data=str(canonical.data_yaml), split=split, imgsz=imgsz, batch=batch, device=device, plots=False, verbose=False)
-    per_class = {}
-    for i, c in enumerate(metrics.box.ap_class_index):
-        p, r, ap50, ap = metrics.box.class_result(i)
-        per_class[model.names[int(c)]] = {"P": p, "R": r, "mAP50": ap50, "mAP50-95": ap}
-    result = {"split": split, "imgsz": imgsz, "mAP50": metrics.box.map50, "mAP50-95": metrics.box.map, "per_class": per_class}
-    if (canonical.fields()["field_class"] != "").any():
-        result["field_accuracy"] = field_type_accuracy(model, canonical, split, imgsz, batch, device)
+    """Detection metrics and (single-WBC fields) the WBC type per field, as ``test.py`` computes them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics, predictions = validate(weights, canonical, split, imgsz, batch, 0.7, device, Path(tmp), plots=False)
+    per_class = {c: {k: m[k] for k in ("P", "R", "mAP50", "mAP50-95")} for c, m in metrics["per_class"].items()}
+    result = {"split": split, "imgsz": imgsz, "mAP50": metrics["mAP50"], "mAP50-95": metrics["mAP50-95"], "per_class": per_class}
+    if has_field_classes(canonical, split):
+        result["field_accuracy"] = field_accuracy_of_predictions(canonical, split, predictions)
     return result
 
 
@@ -83,8 +81,8 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
     attrs = result.get("attributes")
     if attrs:
         lines += ["", f"## Attributes from predicted boxes ({attrs['split']}, IoU >= {attrs['match_iou']})", "",
-                  f"Attribute head `{weights.stem}.attributes.pt` ({head_note}). {attrs['ground_truth_boxes']} ground-truth boxes with "
-                  f"known attributes, {attrs['matched']} matched one-to-one to predicted WBC boxes, {attrs['unmatched_ground_truth']} missed.", "",
+                  f"Attribute head `{weights.stem}.attributes.pt` ({head_note}). {attrs['ground_truth_boxes_with_attributes']} ground-truth "
+                  f"boxes with known attributes, {attrs['matched']} matched one-to-one to predicted boxes (any class), {attrs['missed']} missed.", "",
                   "| attribute | boxes | accuracy | macro-F1 |", "|---|---|---|---|"]
         lines += [f"| {n} | {s['known']} | {s['accuracy'] * 100:.2f}% | {s['macro_f1'] * 100:.2f} |" for n, s in attrs["per_attribute"].items()]
         lines += [f"| **mean** | | **{attrs['mean_accuracy'] * 100:.2f}%** | **{attrs['mean_macro_f1'] * 100:.2f}** |"]
@@ -124,14 +122,16 @@ def main(argv=None):
     canonical = prepare(args.data)
     result = evaluate(args.out.with_suffix(".pt"), canonical, args.split, summary["args"]["imgsz"])
     if args.head:
-        from wbc.attributes.evaluate import evaluate_on_detections
         from wbc.attributes.head import head_path_for
+        from wbc.evaluation.cells import attribute_metrics, collect
         from wbc.inference import WBCAnalyzer
 
         if args.head.resolve() != head_path_for(args.out.with_suffix(".pt")).resolve():
             shutil.copy2(args.head, head_path_for(args.out.with_suffix(".pt")))
         analyzer = WBCAnalyzer(args.out.with_suffix(".pt"))
-        result["attributes"] = evaluate_on_detections(analyzer, canonical, args.split)
+        cells = collect(analyzer, canonical, args.split)
+        result["attributes"] = {"split": args.split, "match_iou": 0.5,
+                                **attribute_metrics(cells, cells.matches(0.5), analyzer.attribute_specs)}
     write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command)
     print(args.out.with_suffix(".md").read_text())
 

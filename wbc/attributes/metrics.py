@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from wbc.schema import NOT_APPLICABLE, UNKNOWN
+
 
 def match_boxes(gt: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) -> list[tuple[int, int, float]]:
     """Greedy one-to-one matching by IoU: pairs taken in decreasing IoU, each box used once,
@@ -23,10 +25,12 @@ def match_boxes(gt: np.ndarray, pred: np.ndarray, iou_threshold: float = 0.5) ->
 
 
 def attribute_scores(truth: np.ndarray, predicted: np.ndarray, n_values: int) -> dict:
-    """Accuracy, per-value precision/recall/F1 and macro-F1 over boxes whose true value is known (code >= 0)."""
+    """Accuracy, per-value precision/recall/F1 and macro-F1 over boxes whose true value is known (code >= 0);
+    boxes with unknown or not-applicable values are excluded and counted."""
     known = truth >= 0
     t, p = truth[known], predicted[known]
-    result = {"known": int(known.sum()), "excluded": int((~known).sum())}
+    result = {"known": int(known.sum()), "excluded": int((~known).sum()),
+              "unknown": int((truth == UNKNOWN).sum()), "not_applicable": int((truth == NOT_APPLICABLE).sum())}
     if not len(t):
         return {**result, "accuracy": float("nan"), "macro_f1": float("nan"), "per_value": []}
     per_value, f1s = [], []

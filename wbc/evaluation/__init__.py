@@ -1,0 +1,1 @@
+"""Evaluation of a detector and its attribute head on a dataset split (``python test.py``)."""

@@ -1,0 +1,195 @@
+"""Evaluate a detector, and its attribute head where it has one, on a split of a dataset.
+
+    python test.py --weights weights/wbc_pbc_yolov5n_256.pt --data data/pbc_wbcatt.yaml --split val
+
+Writes ``runs/test/<name>/``:
+    metrics.json             everything below, machine-readable
+    summary.md               the tables
+    attributes.csv           one row per ground-truth box (with its matched cell) and per unmatched cell
+    test.csv                 AttriDet's layout (``--attridet-csv``)
+    coco_ground_truth.json   the split's boxes in COCO form, and the validator's detections:
+    coco_detections.json     the inputs of the COCOeval numbers, to re-check them elsewhere
+    PR_curve.png, confusion_matrix*.png, ...   the ultralytics validator's plots
+    class_confusion.png      true vs predicted class of the cells in attributes.csv
+    attribute_confusion/<attribute>.png, field_confusion.png
+
+Detection metrics come from the ultralytics validator at conf 0.001 (the full PR curve mAP needs) and
+from pycocotools' COCOeval on the same predictions. Everything per cell (the CSV, attribute scores,
+precision and recall at the operating point) uses the cells at ``--conf``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+from wbc.canonical import CanonicalDataset, prepare
+from wbc.class_map import ClassMap, load_class_map, require_same_classes
+from wbc.errors import DatasetError, UsageError
+from wbc.evaluation import coco
+from wbc.evaluation.cells import attribute_metrics, attridet_table, cell_table, class_confusion, collect, operating_point
+from wbc.evaluation.detection import validate
+from wbc.evaluation.plots import confusion_counts, plot_confusion
+from wbc.evaluation.report import agreement_line, attribute_section, detection_table, field_section, operating_point_table, summary
+from wbc.field_accuracy import NO_WBC, field_accuracy_of_predictions, has_field_classes
+from wbc.inference import WBCAnalyzer
+from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
+
+
+def scored_attributes(analyzer: WBCAnalyzer, canonical: CanonicalDataset, log=print) -> list[dict]:
+    """The head's attributes that the dataset declares too (same values in the same order): those are
+    scored. The others are only predicted (written to the CSV)."""
+    declared = {a.name: list(a.values) for a in canonical.spec.used_attributes}
+    scored = []
+    for s in analyzer.attribute_specs:
+        if s["name"] not in declared:
+            continue
+        if list(s["values"]) != declared[s["name"]]:
+            raise UsageError(f"attribute '{s['name']}': the head's values {s['values']} differ from {canonical.spec.yaml_path}'s {declared[s['name']]}")
+        scored.append(s)
+    unscored = [s["name"] for s in analyzer.attribute_specs if s not in scored]
+    if unscored:
+        log(f"not scored (the dataset does not declare them; predictions are in attributes.csv): {', '.join(unscored)}")
+    return scored
+
+
+def agreement(ultralytics: dict, cocoeval: dict) -> dict:
+    diffs = {name: max(abs(m["mAP50"] - cocoeval["per_class"][name]["mAP50"]), abs(m["mAP50-95"] - cocoeval["per_class"][name]["mAP50-95"]))
+             for name, m in ultralytics["per_class"].items() if name in cocoeval["per_class"]}
+    worst = max(diffs, key=diffs.get) if diffs else ""
+    return {"mAP50": abs(ultralytics["mAP50"] - cocoeval["mAP50"]), "mAP50-95": abs(ultralytics["mAP50-95"] - cocoeval["mAP50-95"]),
+            "max_per_class": diffs.get(worst, float("nan")), "max_per_class_name": worst}
+
+
+def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgsz: int | None = None, batch: int = 16,
+             conf: float = 0.25, iou: float = 0.7, match_iou: float = 0.5, head: str | Path | bool | None = None,
+             device: str = "cpu", data_root: str | None = None, attridet_csv: bool = False, plots: bool = True,
+             class_map: str | Path | None = None, log=print) -> dict:
+    """Evaluate and write everything to ``out`` (created). Returns the content of metrics.json. ``class_map``:
+    a yaml mapping the model's classes to the dataset's, for a model trained on other classes."""
+    start = time.time()
+    canonical = prepare(data, data_root)
+    if split not in canonical.splits:
+        raise DatasetError(canonical.spec.yaml_path, f"no split '{split}' (present: {', '.join(canonical.splits) or 'none'})")
+    analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device)
+    names = canonical.spec.names
+    if class_map:
+        analyzer.map_classes(load_class_map(class_map, list(analyzer.names.values()), names))
+    else:
+        require_same_classes(list(analyzer.names.values()), names, data)
+    scored = scored_attributes(analyzer, canonical, log)
+    if attridet_csv and not scored:
+        raise UsageError("--attridet-csv needs an attribute head predicting attributes the dataset declares")
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"weights": str(weights), "head": str(analyzer.head_path) if analyzer.head else None, "data": str(data), "split": split,
+                "imgsz": analyzer.imgsz, "batch": batch, "conf": conf, "iou": iou, "match_iou": match_iou, "device": device,
+                "class_map": str(class_map) if class_map else None}
+    result = {"settings": settings}
+    predictions = _detection(result, weights, canonical, split, analyzer.imgsz, batch, iou, device, out, plots, analyzer.class_map, log)
+    if has_field_classes(canonical, split):
+        _field_types(result, predictions, canonical, split, out, plots, log)
+    _cells(result, analyzer, scored, canonical, split, batch, match_iou, out, plots, attridet_csv, log)
+    result["wall_seconds"] = time.time() - start
+    (out / "metrics.json").write_text(json.dumps(_finite(result), indent=2))
+    (out / "summary.md").write_text(summary(result))
+    return result
+
+
+def _detection(result: dict, weights, canonical: CanonicalDataset, split: str, imgsz: int, batch: int, iou: float, device: str,
+               out: Path, plots: bool, class_map: ClassMap | None, log) -> list[dict]:
+    """Validator metrics and COCOeval on its predictions into ``result``; returns the predictions."""
+    ultralytics, predictions = validate(weights, canonical, split, imgsz, batch, iou, device, out, plots, class_map)
+    gt = coco.ground_truth(canonical, split)
+    dets = coco.detections(predictions, gt)
+    (out / "coco_ground_truth.json").write_text(json.dumps(gt))
+    (out / "coco_detections.json").write_text(json.dumps(dets))
+    cocoeval = coco.evaluate(gt, dets)
+    result["images"] = len(gt["images"])
+    result["detection"] = {"ultralytics": ultralytics, "cocoeval": cocoeval, "agreement": agreement(ultralytics, cocoeval)}
+    log(detection_table(result["detection"]) + "\n" + agreement_line(result["detection"]["agreement"]))
+    return predictions
+
+
+def _field_types(result: dict, predictions: list[dict], canonical: CanonicalDataset, split: str, out: Path, plots: bool, log) -> None:
+    """WBC type per single-WBC field, from the validator's predictions (conf 0.001: every field gets its best guess)."""
+    field = result["field_accuracy"] = field_accuracy_of_predictions(canonical, split, predictions)
+    if plots:
+        truth = [t for t, row in field["confusion"].items() for _, n in row.items() for _ in range(n)]
+        guess = [p for row in field["confusion"].values() for p, n in row.items() for _ in range(n)]
+        plot_confusion(*confusion_counts(truth, guess, [*canonical.spec.wbc_classes, NO_WBC]), f"WBC type per field ({split})",
+                       out / "field_confusion.png")
+    log(field_section(field))
+
+
+def _cells(result: dict, analyzer: WBCAnalyzer, specs: list[dict], canonical: CanonicalDataset, split: str, batch: int, match_iou: float,
+           out: Path, plots: bool, attridet_csv: bool, log) -> None:
+    """The analyzer's cells at its confidence: operating point, attributes.csv, scores of the attributes
+    in ``specs`` and plots."""
+    from ultralytics.utils import TQDM
+
+    names = canonical.spec.names
+    cells = collect(analyzer, canonical, split, batch, progress=lambda it, n: TQDM(it, total=n, desc=f"cells ({split})"))
+    agnostic, aware = cells.matches(match_iou, class_aware=False), cells.matches(match_iou, class_aware=True)
+    result["operating_point"] = operating_point(cells, aware, names)
+    log(operating_point_table(result["operating_point"], analyzer.conf, match_iou))
+    truth_specs = [{"name": a.name, "values": list(a.values)} for a in canonical.spec.used_attributes]
+    table = cell_table(cells, agnostic, truth_specs, [s["name"] for s in analyzer.attribute_specs])
+    table.to_csv(out / "attributes.csv", index=False)
+    if plots:
+        plot_confusion(*class_confusion(cells, agnostic, names), f"cells at conf >= {analyzer.conf}, IoU >= {match_iou} ({split})",
+                       out / "class_confusion.png")
+    if not specs:
+        return
+    result["attributes"] = {mode: attribute_metrics(cells, pairs, specs) for mode, pairs in (("class_agnostic", agnostic), ("class_aware", aware))}
+    log(attribute_section(result["attributes"], match_iou))
+    if attridet_csv:
+        attridet_table(table, specs).to_csv(out / "test.csv", index=False)
+    if plots:
+        (out / "attribute_confusion").mkdir(exist_ok=True)
+        matched = table[(table["gt_class"] != "") & (table["pred_class"] != "")]
+        for s in specs:
+            known = matched[matched[s["name"]].isin(s["values"])]
+            if len(known):
+                plot_confusion(*confusion_counts(list(known[s["name"]]), list(known[f"pred_{s['name']}"]), s["values"]),
+                               f"{s['name']} ({split}, matched boxes)", out / "attribute_confusion" / f"{s['name']}.png")
+
+
+def _finite(x):
+    """NaN -> None, so that metrics.json is strict JSON."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="detector checkpoint (default: the shipped model); its attribute head "
+                   "<stem>.attributes.pt beside it is used when present")
+    p.add_argument("--head", help="attribute head file, if not beside the weights")
+    p.add_argument("--no-head", action="store_true", help="evaluate detection only")
+    p.add_argument("--data", default="data/pbc_wbcatt.yaml")
+    p.add_argument("--data-root", help="dataset root overriding the yaml's path")
+    p.add_argument("--split", default="val", help="val or test (or any split the yaml declares)")
+    p.add_argument("--imgsz", type=int, help="default: the attribute head's, else the detector's training size")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--conf", type=float, default=0.25, help="confidence of the cells in the CSV and attribute scores (mAP always uses 0.001)")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU")
+    p.add_argument("--match-iou", type=float, default=0.5, help="IoU at which a cell matches a ground-truth box")
+    p.add_argument("--class-map", help="yaml mapping the model's classes to the dataset's ('model class: dataset class or null'), "
+                   "for a model trained on other classes, e.g. data/class_maps/pbc_to_bccd.yaml")
+    p.add_argument("--attridet-csv", action="store_true", help="also write AttriDet's test.csv layout")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true", help="write into runs/test/<name> even if it exists")
+    args = p.parse_args(argv)
+    out = new_run_dir(args.name, REPO_ROOT / "runs" / "test", args.exist_ok)
+    result = evaluate(args.weights, args.data, out, args.split, args.imgsz, args.batch, args.conf, args.iou, args.match_iou,
+                      False if args.no_head else args.head, args.device, args.data_root, args.attridet_csv, not args.no_plots,
+                      args.class_map)
+    print(f"{result['images']} images in {result['wall_seconds']:.0f} s; written to {out}")

@@ -1,0 +1,82 @@
+"""The tables of an evaluation, as text for the terminal and as ``summary.md``."""
+
+from __future__ import annotations
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.2f}%"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def detection_table(metrics: dict) -> str:
+    ul, coco = metrics["ultralytics"], metrics["cocoeval"]
+    rows = []
+    for name, m in ul["per_class"].items():
+        c = coco["per_class"].get(name, {})
+        rows.append([name, m["instances"], f"{m['P']:.3f}", f"{m['R']:.3f}", f"{m['mAP50']:.3f}", f"{m['mAP50-95']:.3f}",
+                     f"{c.get('mAP50', float('nan')):.3f}", f"{c.get('mAP50-95', float('nan')):.3f}"])
+    rows.append(["**all**", ul["instances"], f"{ul['P']:.3f}", f"{ul['R']:.3f}", f"**{ul['mAP50']:.3f}**", f"**{ul['mAP50-95']:.3f}**",
+                 f"**{coco['mAP50']:.3f}**", f"**{coco['mAP50-95']:.3f}**"])
+    return markdown_table(["class", "instances", "P", "R", "mAP50", "mAP50-95", "COCOeval mAP50", "COCOeval mAP50-95"], rows)
+
+
+def agreement_line(agreement: dict) -> str:
+    return (f"COCOeval vs ultralytics: |Δ mAP50| {agreement['mAP50']:.4f}, |Δ mAP50-95| {agreement['mAP50-95']:.4f}, "
+            f"largest per-class |Δ| {agreement['max_per_class']:.4f} ({agreement['max_per_class_name']})")
+
+
+def operating_point_table(op: dict, conf: float, match_iou: float) -> str:
+    rows = [[name, m["ground_truth"], m["predicted"], m["tp"], m["fp"], m["fn"], f"{m['precision']:.3f}", f"{m['recall']:.3f}"]
+            for name, m in op["per_class"].items()]
+    rows.append(["**all**", op["ground_truth"], op["predicted"], op["tp"], op["predicted"] - op["tp"], op["ground_truth"] - op["tp"],
+                 f"{op['precision']:.3f}", f"{op['recall']:.3f}"])
+    return (f"At confidence >= {conf}, class-aware one-to-one matching at IoU >= {match_iou}:\n\n"
+            + markdown_table(["class", "truth", "predicted", "TP", "FP", "FN", "precision", "recall"], rows))
+
+
+def attribute_table(scores: dict) -> str:
+    rows = []
+    for name, s in scores["per_attribute"].items():
+        rows.append([name, s["known"], s["unknown"], s["not_applicable"], s["missed"], _pct(s["accuracy"]), f"{s['macro_f1'] * 100:.2f}"])
+    rows.append(["**mean**", "", "", "", "", f"**{_pct(scores['mean_accuracy'])}**", f"**{scores['mean_macro_f1'] * 100:.2f}**"])
+    return markdown_table(["attribute", "known", "unknown", "n/a", "missed", "accuracy", "macro-F1"], rows)
+
+
+def attribute_section(attributes: dict, match_iou: float) -> str:
+    parts = []
+    for mode in ("class_agnostic", "class_aware"):
+        s = attributes[mode]
+        parts.append(f"**{mode.replace('_', '-')} matching** at IoU >= {match_iou}: {s['matched']} of "
+                     f"{s['ground_truth_boxes_with_attributes']} ground-truth boxes with a known attribute matched "
+                     f"(mean IoU {s['mean_matched_iou']:.3f}), {s['missed']} missed.\n\n" + attribute_table(s))
+    return "\n\n".join(parts)
+
+
+def field_section(field: dict) -> str:
+    rows = [[c, f"{r:.3f}", ", ".join(f"{p} {n}" for p, n in field["confusion"][c].items())] for c, r in field["recall_per_class"].items()]
+    return (f"WBC type per field ({field['fields']} fields; the highest-confidence WBC-type box vs the field's class): "
+            f"accuracy **{_pct(field['accuracy'])}**, {field['no_wbc_detected']} fields without any WBC detection.\n\n"
+            + markdown_table(["class", "recall", "predicted as"], rows))
+
+
+def summary(result: dict) -> str:
+    """``summary.md`` of an evaluation result (see :func:`wbc.evaluation.evaluate.evaluate`)."""
+    a = result["settings"]
+    lines = [f"# Evaluation of `{a['weights']}` on `{a['data']}` {a['split']}", "",
+             f"{result['images']} images, {a['imgsz']} px, NMS IoU {a['iou']}, attribute head: "
+             f"{'`' + a['head'] + '`' if a['head'] else 'none'}; wall time {result['wall_seconds']:.0f} s.", "",
+             "## Detection (validator at conf 0.001)", "", detection_table(result["detection"]), "",
+             agreement_line(result["detection"]["agreement"]), "",
+             "## Cells at the operating point", "", operating_point_table(result["operating_point"], a["conf"], a["match_iou"])]
+    if "field_accuracy" in result:
+        lines += ["", "## WBC type per field", "", field_section(result["field_accuracy"])]
+    if "attributes" in result:
+        lines += ["", "## Attributes of matched boxes", "", attribute_section(result["attributes"], a["match_iou"])]
+    lines += ["", "Files: `metrics.json`, `attributes.csv` (one row per ground-truth box and per unmatched prediction), "
+              "plots (`confusion_matrix*.png`, `PR_curve.png`, `attribute_confusion/`, `field_confusion.png`).", ""]
+    return "\n".join(lines)
