@@ -1,5 +1,6 @@
 """Single-cell crops (geometry at image borders) and the local ImageNet weights of the crop classifier."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -51,3 +52,187 @@ def test_every_imagenet_tensor_maps_onto_timm_efficientnet_lite0():
     assert torch.equal(model.state_dict()["conv_stem.weight"], source["_conv_stem.weight"])
     headless = create_backbone("efficientnet_lite0", pretrained=True, num_classes=0)
     assert headless(torch.zeros(2, 3, 64, 64)).shape == (2, 1280)
+
+
+# --- crop datasets ---------------------------------------------------------------------------------
+
+def test_crop_dataset_from_ground_truth_is_complete_deterministic_and_idempotent(synthetic, tmp_path):
+    import hashlib
+
+    import pandas as pd
+
+    from wbc.canonical import prepare
+    from wbc.classify.crop_dataset import CropOptions, ground_truth_boxes, write_crops
+
+    canonical = prepare(synthetic("coco"))
+    table = canonical.attributes()
+    options = CropOptions(margin=0.2, size=32, min_size=0, classes=("LY", "MO", "NE"), rename={"LY": "LY", "*": "other"})
+    summary = write_crops(ground_truth_boxes(canonical, ["train", "val"]), tmp_path / "crops", options)
+    wbc = table[table["class"].isin(["LY", "MO", "NE"])]
+    for split in ("train", "val"):
+        rows = wbc[wbc["split"] == split]
+        assert summary["counts"][split] == {"LY": int((rows["class"] == "LY").sum()), "other": int((rows["class"] != "LY").sum())}
+    assert summary["skipped"] == {"class not selected": len(table) - len(wbc)}
+    manifest = pd.read_csv(tmp_path / "crops" / "manifest.csv", keep_default_na=False)
+    assert set(manifest["source_class"]) == {"LY", "MO", "NE"} and {"cell_size", "confidence", "x1"} <= set(manifest.columns)
+    first = manifest.iloc[0]
+    image = cv2.imread(str(tmp_path / "crops" / first["file"]))
+    assert image.shape == (32, 32, 3) and first["file"].startswith(f"{first['split']}/{first['class']}/")
+
+    def digest(root):
+        return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())).hexdigest()
+
+    before = digest(tmp_path / "crops")
+    write_crops(ground_truth_boxes(canonical, ["train", "val"]), tmp_path / "crops", options)  # re-run replaces, byte for byte
+    assert digest(tmp_path / "crops") == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("not a crop dataset")
+    with pytest.raises(Exception, match="not a crop dataset"):
+        write_crops(ground_truth_boxes(canonical, ["val"]), tmp_path / "other", options)
+
+
+def test_small_boxes_are_skipped_and_counted(synthetic, tmp_path):
+    from wbc.canonical import prepare
+    from wbc.classify.crop_dataset import CropOptions, ground_truth_boxes, write_crops
+
+    canonical = prepare(synthetic("coco"))
+    val = canonical.attributes().query("split == 'val'")
+    short = (val[["x2", "y2"]].to_numpy() - val[["x1", "y1"]].to_numpy()).min(1)
+    summary = write_crops(ground_truth_boxes(canonical, ["val"]), tmp_path / "c", CropOptions(min_size=10))
+    assert summary["skipped"] == {"box smaller than 10 px": int((short < 10).sum())}
+    assert sum(summary["counts"]["val"].values()) == int((short >= 10).sum())
+
+
+def test_class_folders_can_come_from_an_attribute(synthetic, tmp_path):
+    from wbc.canonical import prepare
+    from wbc.classify.crop_dataset import CropOptions, ground_truth_boxes, write_crops
+
+    canonical = prepare(synthetic("coco"))
+    val = canonical.attributes().query("split == 'val' and `class` in ['LY', 'MO', 'NE']")
+    values = canonical.spec.attributes[0].values
+    summary = write_crops(ground_truth_boxes(canonical, ["val"]), tmp_path / "c",
+                          CropOptions(classes=("LY", "MO", "NE"), class_attribute="cell_size"))
+    known = val[val["cell_size"] >= 0]
+    assert summary["counts"]["val"] == {values[c]: n for c, n in sorted(known["cell_size"].value_counts().items())}
+    assert summary["skipped"].get("cell_size unknown or not applicable", 0) == len(val) - len(known)
+
+
+def test_split_assignment_keeps_every_crop_of_an_image_together(trained, tmp_path):
+    import pandas as pd
+
+    from wbc.canonical import prepare
+    from wbc.classify.crop_dataset import main, split_of
+
+    names = [f"field_{i}.png" for i in range(2000)]
+    shares = pd.Series([split_of(n, {"val": 0.2, "test": 0.1}) for n in names]).value_counts(normalize=True)
+    assert abs(shares["val"] - 0.2) < 0.03 and abs(shares["test"] - 0.1) < 0.03 and split_of(names[0], {"val": 0.2}) == split_of(names[0], {"val": 0.2})
+    data, weights, _ = trained
+    source = prepare(data).root / "images" / "val"
+    main(["--source", str(source), "--weights", str(weights), "--conf", "0.001", "--val-fraction", "0.5", "--out", str(tmp_path / "p")])
+    manifest = pd.read_csv(tmp_path / "p" / "manifest.csv", keep_default_na=False)
+    assert len(manifest) > 30 and (manifest.groupby("source")["split"].nunique() == 1).all()
+    assert set(manifest["split"]) == {"train", "val"} and (manifest["confidence"].astype(float) >= 0.001).all()
+
+
+# --- classifier training ---------------------------------------------------------------------------
+
+def test_vat_loss_is_finite_and_changes_the_gradient():
+    import torch
+
+    from wbc.classify.backbone import TimmClassifier
+    from wbc.classify.train import ClassifierConfig, classification_loss
+
+    torch.manual_seed(0)
+    model = TimmClassifier("efficientnet_lite0", 3, pretrained=False)
+    images, labels = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), torch.tensor([0, 1, 2, 0])
+    grads = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(1)
+        model.zero_grad()
+        loss = classification_loss(model, images, labels, ClassifierConfig(vat_weight=weight))
+        assert torch.isfinite(loss)
+        loss.backward()
+        grads[weight] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    assert not torch.allclose(grads[0.0], grads[1.0])
+
+
+def test_min_count_sampler_tops_up_rare_classes_only():
+    import numpy as np
+
+    from wbc.classify.train import MinCountSampler
+
+    labels = [0] * 50 + [1] * 5 + [2] * 20
+    sampler = MinCountSampler(labels, min_count=20, seed=0)
+    drawn = np.bincount(np.asarray(labels)[sampler.indices()])
+    assert drawn.tolist() == [50, 20, 20] and len(sampler) == 90
+    assert set(sampler.indices()[np.asarray(labels)[sampler.indices()] == 0]) == set(range(50))  # common classes: each once
+    first = sampler.indices()
+    sampler.set_epoch(1)
+    assert not np.array_equal(first, sampler.indices())
+
+
+@pytest.fixture(scope="module")
+def crop_classifier(synthetic, tmp_path_factory):
+    """A crop dataset of generated WBCs and a classifier trained on it for two epochs (interrupted after one, then resumed)."""
+    from wbc.canonical import prepare
+    from wbc.classify.crop_dataset import CropOptions, ground_truth_boxes, write_crops
+    from wbc.classify.train import ClassifierConfig, train_classifier
+
+    root = tmp_path_factory.mktemp("cls")
+    write_crops(ground_truth_boxes(prepare(synthetic("coco")), ["train", "val"]), root / "crops",
+                CropOptions(size=32, classes=("LY", "MO", "NE")))
+    config = ClassifierConfig(pretrained=False, imgsz=32, epochs=2, batch=8, lr=3e-3, min_per_class=20, workers=0)
+    import wbc.classify.train as trainer
+
+    real, calls = trainer.predict_probabilities, []
+
+    def interrupt_in_second_epoch(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer, "predict_probabilities", interrupt_in_second_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            train_classifier(root / "crops", config, "run", project=root)
+    result = train_classifier(None, config, "run", project=root, resume=True)
+    return root, result
+
+
+def test_classifier_run_writes_weights_only_checkpoints_metrics_and_plots(crop_classifier):
+    import json
+
+    import torch
+
+    root, result = crop_classifier
+    run = result["save_dir"]
+    for name in ("best.pt", "last.pt", "results.csv", "metrics.json", "confusion_matrix.png", "curves.png"):
+        assert (run / name).is_file(), name
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and [h["epoch"] for h in last["history"]] == [1, 2]  # resumed, not restarted
+    best = torch.load(run / "best.pt", weights_only=True)
+    assert best["classes"] == ["LY", "MO", "NE"] and best["crop"]["size"] == 32
+    metrics = json.loads((run / "metrics.json").read_text())["best"]
+    assert set(metrics["per_class"]) == {"LY", "MO", "NE"} and {"precision", "recall", "f1"} <= set(metrics["per_class"]["LY"])
+    assert sum(map(sum, metrics["confusion"])) == metrics["samples"]
+
+
+def test_cell_classifier_calls_only_the_configured_classes(trained, crop_classifier, tmp_path):
+    import pandas as pd
+
+    from wbc.classify.cell_classifier import CellClassifier
+    from wbc.evaluation.evaluate import evaluate
+
+    data, weights, _ = trained
+    root, result = crop_classifier
+    config = tmp_path / "calls.yaml"
+    config.write_text(f"name: kind\nclasses: [MO, NE]\nweights: {result['save_dir'] / 'best.pt'}\n")
+    classifier = CellClassifier.from_yaml(config)
+    assert classifier.labels == ["LY", "MO", "NE"] and classifier.imgsz == 32
+    out = evaluate(weights, data, tmp_path / "ev", conf=0.001, head=False, plots=False, cell_classifier=config, log=lambda s: None)
+    table = pd.read_csv(tmp_path / "ev" / "attributes.csv", keep_default_na=False)
+    called = table[table["kind"] != ""]
+    assert len(called) and set(called["pred_class"]) <= {"MO", "NE"} and set(called["kind"]) <= {"LY", "MO", "NE"}
+    assert (table[table["pred_class"].isin(["MO", "NE"])]["kind"] != "").all()
+    assert sum(sum(r.values()) for r in out["calls"]["counts"].values()) == len(called)

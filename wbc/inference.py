@@ -15,6 +15,7 @@ from ultralytics.utils.ops import scale_boxes
 from wbc.attributes.data import letterbox, to_tensor
 from wbc.attributes.head import AttributeHead, FeatureTap, head_path_for
 from wbc.class_map import ClassMap
+from wbc.classify.cell_classifier import CellClassifier
 from wbc.offline import guard_downloads
 from wbc.paths import DEFAULT_WEIGHTS
 
@@ -28,6 +29,7 @@ class Cell:
     class_name: str
     confidence: float
     attributes: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (value, probability)
+    call: tuple[str, float] | None = None  # the cell classifier's (label, probability), for the classes it is configured for
 
 
 def load_detector(weights: str | Path) -> tuple[torch.nn.Module, dict[int, str], dict]:
@@ -41,10 +43,12 @@ def load_detector(weights: str | Path) -> tuple[torch.nn.Module, dict[int, str],
 class WBCAnalyzer:
     """Detector + optional attribute head. ``head``: path, or None to look next to the weights
     (``<stem>.attributes.pt``), or False to run the detector alone. ``class_map``: report cells in
-    another dataset's classes (see :mod:`wbc.class_map`)."""
+    another dataset's classes (see :mod:`wbc.class_map`). ``cell_classifier``: a crop classifier for
+    chosen classes (see :mod:`wbc.classify.cell_classifier`); its call lands in ``Cell.call``."""
 
     def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, head: str | Path | bool | None = None, imgsz: int | None = None,
-                 conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300, class_map: ClassMap | None = None):
+                 conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300, class_map: ClassMap | None = None,
+                 cell_classifier: CellClassifier | None = None):
         self.detector, self.names, args = load_detector(weights)
         self.class_map = None
         if class_map:
@@ -57,6 +61,7 @@ class WBCAnalyzer:
         self.tap = FeatureTap(self.detector, self.head.config.layers) if self.head else None
         self.imgsz = imgsz or (self.head.config.imgsz if self.head else int(args.get("imgsz", 640)))
         self.conf, self.iou, self.max_det = conf, iou, max_det
+        self.cell_classifier = cell_classifier
 
     def map_classes(self, class_map: ClassMap) -> None:
         """From now on report cells in ``class_map``'s target classes."""
@@ -91,7 +96,14 @@ class WBCAnalyzer:
                 row.append(Cell(tuple(float(v) for v in boxes[j]), cls, self.names[cls], float(det[j, 4]), attrs))
                 k += 1
             cells.append(row)
+            if self.cell_classifier:
+                self._call(image, row)
         return cells
+
+    def _call(self, image: np.ndarray, cells: list[Cell]) -> None:
+        chosen = [c for c in cells if c.class_name in self.cell_classifier.classes]
+        for cell, call in zip(chosen, self.cell_classifier.classify(image, [c.box for c in chosen])):
+            cell.call = call
 
     def _attributes(self, detections: list[torch.Tensor], input_size) -> list[torch.Tensor]:
         boxes = torch.cat([torch.cat([torch.full((len(d), 1), i, device=d.device), d[:, :4]], 1) for i, d in enumerate(detections)])

@@ -21,7 +21,7 @@ from wbc.attributes.head import attribute_loss
 from wbc.attributes.metrics import summarize_attributes
 from wbc.attributes.train import train_one_epoch
 from wbc.canonical import CanonicalDataset
-from wbc.classify.backbone import create_backbone
+from wbc.classify.backbone import TimmClassifier
 from wbc.classify.crops import crop_box
 
 
@@ -73,16 +73,11 @@ class CropAttributeClassifier(nn.Module):
 
     def __init__(self, value_counts: list[int], backbone: str = "efficientnet_lite0", pretrained: bool = True):
         super().__init__()
-        self.backbone = create_backbone(backbone, pretrained, num_classes=0)
-        cfg = self.backbone.default_cfg
-        self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1) * 255)
+        self.model = TimmClassifier(backbone, sum(value_counts), pretrained)
         self.value_counts = value_counts
-        self.classify = nn.Sequential(nn.Dropout(0.2), nn.Linear(self.backbone.num_features, sum(value_counts)))
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = (images.float() - self.mean) / self.std
-        return list(self.classify(self.backbone(x)).split(self.value_counts, dim=1))
+        return list(self.model(images).split(self.value_counts, dim=1))
 
 
 @torch.no_grad()

@@ -60,3 +60,22 @@ def create_backbone(name: str = "efficientnet_lite0", pretrained: bool = True, c
     if missing or unexpected:
         raise ValueError(f"{name}: weights do not fit (missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
     return model
+
+
+class TimmClassifier(torch.nn.Module):
+    """A timm model that takes uint8-range RGB images (B, 3, H, W) and normalises them itself, so that
+    callers never need to know the backbone's mean and std."""
+
+    def __init__(self, name: str = "efficientnet_lite0", num_classes: int = 2, pretrained: bool = True, checkpoint: str | None = None,
+                 drop_rate: float = 0.2):
+        super().__init__()
+        self.net = create_backbone(name, pretrained, checkpoint, num_classes=num_classes, drop_rate=drop_rate)
+        cfg = self.net.default_cfg
+        self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1) * 255)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(images))

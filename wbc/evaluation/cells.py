@@ -98,11 +98,12 @@ def value_label(spec: dict, code: int) -> str:
     return UNKNOWN_LABEL if code == UNKNOWN else NOT_APPLICABLE_LABEL if code == NOT_APPLICABLE else spec["values"][code]
 
 
-def cell_table(result: SplitCells, pairs: list[Pair], truth_specs: list[dict], predicted: list[str]) -> pd.DataFrame:
+def cell_table(result: SplitCells, pairs: list[Pair], truth_specs: list[dict], predicted: list[str], call: str | None = None) -> pd.DataFrame:
     """One row per ground-truth box (with its matched cell, if any) and per unmatched cell: image,
     truth class and box, predicted class, confidence and box, IoU, then per attribute its true value
     (``truth_specs``: the dataset's attributes as {name, values}) and its predicted value and
-    probability (``predicted``: names of the attributes the cells carry)."""
+    probability (``predicted``: names of the attributes the cells carry); with ``call`` (the cell
+    classifier's name), its label and probability where the cell has one."""
     by_truth = {p.truth: p for p in pairs}
     matched_cells = {(p.image, p.cell) for p in pairs}
     specs = {s["name"]: s for s in truth_specs}
@@ -123,6 +124,9 @@ def cell_table(result: SplitCells, pairs: list[Pair], truth_specs: list[dict], p
                 value, probability = cell.attributes[name] if cell else ("", "")
                 r[f"pred_{name}"] = value
                 r[f"prob_{name}"] = round(probability, 4) if cell else ""
+        if call:
+            label, probability = cell.call if cell and cell.call else ("", "")
+            r[call], r[f"{call}_probability"] = label, round(probability, 4) if label else ""
         return r
 
     for image, truth in result.truth.groupby("image", sort=True):
@@ -208,3 +212,10 @@ def class_confusion(result: SplitCells, agnostic: list[Pair], names: list[str]) 
             if (image, j) not in used:
                 m[-1, cols.index(c.class_name)] += 1
     return m, rows, cols
+
+
+def call_counts(table: pd.DataFrame, call: str) -> dict:
+    """{true class (or 'background' for an unmatched cell): {call: n}} over the cells that have a call."""
+    called = table[table[call] != ""]
+    truth = called["gt_class"].where(called["gt_class"] != "", "background")
+    return {t: dict(sorted(g[call].value_counts().items())) for t, g in called.groupby(truth, sort=True)}

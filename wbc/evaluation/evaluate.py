@@ -30,10 +30,12 @@ from wbc.canonical import CanonicalDataset, prepare
 from wbc.class_map import ClassMap, load_class_map, require_same_classes
 from wbc.errors import DatasetError, UsageError
 from wbc.evaluation import coco
-from wbc.evaluation.cells import attribute_metrics, attridet_table, cell_table, class_confusion, collect, operating_point
+from wbc.classify.cell_classifier import CellClassifier
+from wbc.evaluation.cells import attribute_metrics, attridet_table, call_counts, cell_table, class_confusion, collect, operating_point
 from wbc.evaluation.detection import validate
 from wbc.evaluation.plots import confusion_counts, plot_confusion
-from wbc.evaluation.report import agreement_line, attribute_section, detection_table, field_section, operating_point_table, summary
+from wbc.evaluation.report import (agreement_line, attribute_section, call_section, detection_table, field_section, operating_point_table,
+                                   summary)
 from wbc.field_accuracy import NO_WBC, field_accuracy_of_predictions, has_field_classes
 from wbc.inference import WBCAnalyzer
 from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
@@ -67,14 +69,15 @@ def agreement(ultralytics: dict, cocoeval: dict) -> dict:
 def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgsz: int | None = None, batch: int = 16,
              conf: float = 0.25, iou: float = 0.7, match_iou: float = 0.5, head: str | Path | bool | None = None,
              device: str = "cpu", data_root: str | None = None, attridet_csv: bool = False, plots: bool = True,
-             class_map: str | Path | None = None, log=print) -> dict:
+             class_map: str | Path | None = None, cell_classifier: str | Path | None = None, log=print) -> dict:
     """Evaluate and write everything to ``out`` (created). Returns the content of metrics.json. ``class_map``:
     a yaml mapping the model's classes to the dataset's, for a model trained on other classes."""
     start = time.time()
     canonical = prepare(data, data_root)
     if split not in canonical.splits:
         raise DatasetError(canonical.spec.yaml_path, f"no split '{split}' (present: {', '.join(canonical.splits) or 'none'})")
-    analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device)
+    analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device,
+                           cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None)
     names = canonical.spec.names
     if class_map:
         analyzer.map_classes(load_class_map(class_map, list(analyzer.names.values()), names))
@@ -86,7 +89,7 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
     out.mkdir(parents=True, exist_ok=True)
     settings = {"weights": str(weights), "head": str(analyzer.head_path) if analyzer.head else None, "data": str(data), "split": split,
                 "imgsz": analyzer.imgsz, "batch": batch, "conf": conf, "iou": iou, "match_iou": match_iou, "device": device,
-                "class_map": str(class_map) if class_map else None}
+                "class_map": str(class_map) if class_map else None, "cell_classifier": str(cell_classifier) if cell_classifier else None}
     result = {"settings": settings}
     predictions = _detection(result, weights, canonical, split, analyzer.imgsz, batch, iou, device, out, plots, analyzer.class_map, log)
     if has_field_classes(canonical, split):
@@ -136,8 +139,12 @@ def _cells(result: dict, analyzer: WBCAnalyzer, specs: list[dict], canonical: Ca
     result["operating_point"] = operating_point(cells, aware, names)
     log(operating_point_table(result["operating_point"], analyzer.conf, match_iou))
     truth_specs = [{"name": a.name, "values": list(a.values)} for a in canonical.spec.used_attributes]
-    table = cell_table(cells, agnostic, truth_specs, [s["name"] for s in analyzer.attribute_specs])
+    call = analyzer.cell_classifier.name if analyzer.cell_classifier else None
+    table = cell_table(cells, agnostic, truth_specs, [s["name"] for s in analyzer.attribute_specs], call)
     table.to_csv(out / "attributes.csv", index=False)
+    if call:
+        result["calls"] = {"name": call, "classes": list(analyzer.cell_classifier.classes), "counts": call_counts(table, call)}
+        log(call_section(result["calls"]))
     if plots:
         plot_confusion(*class_confusion(cells, agnostic, names), f"cells at conf >= {analyzer.conf}, IoU >= {match_iou} ({split})",
                        out / "class_confusion.png")
@@ -182,6 +189,8 @@ def main(argv=None):
     p.add_argument("--match-iou", type=float, default=0.5, help="IoU at which a cell matches a ground-truth box")
     p.add_argument("--class-map", help="yaml mapping the model's classes to the dataset's ('model class: dataset class or null'), "
                    "for a model trained on other classes, e.g. data/class_maps/pbc_to_bccd.yaml")
+    p.add_argument("--cell-classifier", help="yaml naming detector classes and a crop classifier to call on them "
+                   "(e.g. lymphocyte-like cells -> reactive / normal); its label and probability go into attributes.csv")
     p.add_argument("--attridet-csv", action="store_true", help="also write AttriDet's test.csv layout")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--device", default="cpu")
@@ -191,5 +200,5 @@ def main(argv=None):
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "test", args.exist_ok)
     result = evaluate(args.weights, args.data, out, args.split, args.imgsz, args.batch, args.conf, args.iou, args.match_iou,
                       False if args.no_head else args.head, args.device, args.data_root, args.attridet_csv, not args.no_plots,
-                      args.class_map)
+                      args.class_map, args.cell_classifier)
     print(f"{result['images']} images in {result['wall_seconds']:.0f} s; written to {out}")

@@ -64,6 +64,13 @@ def field_section(field: dict) -> str:
             + markdown_table(["class", "recall", "predicted as"], rows))
 
 
+def call_section(calls: dict) -> str:
+    labels = sorted({c for row in calls["counts"].values() for c in row})
+    rows = [[t, *(row.get(c, 0) for c in labels)] for t, row in calls["counts"].items()]
+    return (f"Cell classifier '{calls['name']}' on cells detected as {', '.join(calls['classes'])} (rows: true class of the matched "
+            "ground-truth box, class-agnostic; 'background': no box):\n\n" + markdown_table(["true class", *labels], rows))
+
+
 def summary(result: dict) -> str:
     """``summary.md`` of an evaluation result (see :func:`wbc.evaluation.evaluate.evaluate`)."""
     a = result["settings"]
@@ -77,6 +84,8 @@ def summary(result: dict) -> str:
         lines += ["", "## WBC type per field", "", field_section(result["field_accuracy"])]
     if "attributes" in result:
         lines += ["", "## Attributes of matched boxes", "", attribute_section(result["attributes"], a["match_iou"])]
+    if "calls" in result:
+        lines += ["", "## Cell classifier", "", call_section(result["calls"])]
     lines += ["", "Files: `metrics.json`, `attributes.csv` (one row per ground-truth box and per unmatched prediction), "
               "plots (`confusion_matrix*.png`, `PR_curve.png`, `attribute_confusion/`, `field_confusion.png`).", ""]
     return "\n".join(lines)

