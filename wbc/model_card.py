@@ -56,7 +56,8 @@ def checkpoint_summary(weights: Path) -> dict:
     return {"epochs": len(results["epoch"]), "train_seconds": float(results["time"][-1]), "args": ckpt["train_args"]}
 
 
-def write_card(out: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "") -> None:
+def write_card(out: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "",
+               wbc_classes: list[str] | None = None) -> None:
     weights = out.with_suffix(".pt")
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     a = summary["args"]
@@ -97,7 +98,9 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
               "Trained on PBC fields (CellaVision DM96, one centred WBC per field, 360×363 px): expect lower accuracy on other "
               "scanners, stains and magnifications, and on fields with several or overlapping WBCs. Not a medical device."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"result": result, "epochs": summary["epochs"], "train_seconds": summary["train_seconds"]}, indent=2))
+    # wbc_classes: which of the model's classes are WBC types (predict.py's differential count reads it)
+    out.with_suffix(".json").write_text(json.dumps({"result": result, "epochs": summary["epochs"], "train_seconds": summary["train_seconds"],
+                                                    "wbc_classes": wbc_classes}, indent=2))
 
 
 def main(argv=None):
@@ -132,7 +135,7 @@ def main(argv=None):
         cells = collect(analyzer, canonical, args.split)
         result["attributes"] = {"split": args.split, "match_iou": 0.5,
                                 **attribute_metrics(cells, cells.matches(0.5), analyzer.attribute_specs)}
-    write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command)
+    write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command, canonical.spec.wbc_classes)
     print(args.out.with_suffix(".md").read_text())
 
 

@@ -1,0 +1,120 @@
+"""predict.py: differential count, tiling of large fields, bad inputs, report.html in a browser."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+from wbc.differential import UNIDENTIFIED, differential
+from wbc.inference import Cell
+
+
+def cell(cls, conf, box=(0, 0, 10, 10)):
+    return Cell(tuple(map(float, box)), 0, cls, conf)
+
+
+def test_differential_counts_per_100_wbc_with_an_unidentified_bin():
+    cells = {"a.jpg": [cell("LY", 0.9), cell("LY", 0.3), cell("NE", 0.8), cell("RBC", 0.9)], "b.jpg": [cell("NE", 0.95), cell("PLT", 0.2)]}
+    d = differential(cells, ["LY", "NE"], review_conf=0.5)
+    run = d["run"]
+    assert run["wbc"] == 4 and run["other"] == {"PLT": 1, "RBC": 1}
+    assert {k: v["count"] for k, v in run["per_class"].items()} == {"LY": 1, "NE": 2, UNIDENTIFIED: 1}
+    assert run["per_class"]["NE"]["percent"] == 50.0
+    assert d["per_image"]["b.jpg"]["wbc"] == 1 and d["per_image"]["a.jpg"]["per_class"][UNIDENTIFIED]["count"] == 1
+
+
+class BlobDetector:
+    """Stands in for the detector in the tiling test: every dark disc in a tile is a cell, including
+    the part of a disc that a tile edge cuts, which is the case tiling must handle."""
+
+    imgsz = 256
+
+    def __call__(self, images):
+        out = []
+        for im in images:
+            n, _, stats, _ = cv2.connectedComponentsWithStats((im[..., 0] < 128).astype(np.uint8))
+            out.append([Cell((float(x), float(y), float(x + w), float(y + h)), 0, "LY", 0.9) for x, y, w, h, _ in stats[1:]])
+        return out
+
+
+def test_a_4000x3000_field_is_tiled_without_losing_or_doubling_cells_at_seams():
+    from wbc.tiling import analyze_tiled, tiles
+
+    rng = np.random.default_rng(0)
+    image = np.full((3000, 4000, 3), 230, np.uint8)
+    windows = tiles(3000, 4000, 384, 128)
+    # cells on every seam and corner of the tile grid, plus random ones elsewhere
+    centres = {(x1 - 20, y0 + 60) for x0, y0, x1, y1 in windows if x1 < 4000} | {(x0 + 60, y1 - 15) for x0, y0, x1, y1 in windows if y1 < 3000}
+    centres |= {(int(x), int(y)) for x, y in rng.uniform(40, [3960, 2960], (150, 2))}
+    placed = []
+    for x, y in sorted(centres):
+        if all((x - px) ** 2 + (y - py) ** 2 > 60 ** 2 for px, py in placed):
+            placed.append((x, y))
+            cv2.circle(image, (x, y), 25, (60, 60, 60), -1)
+    cells = analyze_tiled(BlobDetector(), image, tile=384, overlap=128)
+    found = sorted((round((c.box[0] + c.box[2]) / 2), round((c.box[1] + c.box[3]) / 2)) for c in cells)
+    assert len(found) == len(placed)
+    for x, y in placed:  # each placed cell found once, where it was drawn
+        assert sum(abs(x - fx) <= 1 and abs(y - fy) <= 1 for fx, fy in found) == 1, (x, y)
+    assert all(50 <= c.box[2] - c.box[0] <= 52 for c in cells)  # whole cells, never a part cut by a seam
+
+
+def write_bad_and_odd_files(folder, good):
+    folder.mkdir()
+    shutil.copy(good, folder / "good.png")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image")
+    data = (folder / "good.png").read_bytes()
+    cv2.imwrite(str(folder / "full.jpg"), cv2.imread(str(good)))
+    (folder / "truncated.jpg").write_bytes((folder / "full.jpg").read_bytes()[:300])
+    (folder / "full.jpg").unlink()
+    image = cv2.imread(str(good))
+    cv2.imwrite(str(folder / "deep.png"), image.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "gray.png"), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "rgba.png"), cv2.cvtColor(image, cv2.COLOR_BGR2BGRA))
+    assert data
+
+
+def test_bad_inputs_are_reported_and_skipped_and_odd_ones_converted(trained, tmp_path):
+    from wbc.canonical import prepare
+    from wbc.predict import predict
+
+    data, weights, _ = trained
+    good = sorted((prepare(data).root / "images" / "val").iterdir())[0]
+    write_bad_and_odd_files(tmp_path / "in", good)
+    summary = predict(tmp_path / "in", tmp_path / "out", weights, conf=0.01, log=lambda s: None)
+    assert (summary["images"], summary["skipped"], summary["converted"]) == (4, 3, 3)
+    skipped = dict(line.split(",", 1) for line in (tmp_path / "out" / "skipped.csv").read_text().splitlines()[1:])
+    reasons = {k.rsplit("/", 1)[-1]: v for k, v in skipped.items()}
+    assert reasons["empty.jpg"] == "zero-byte file" and reasons["notes.txt"] == "not an image"
+    assert reasons["truncated.jpg"].startswith("corrupt image")
+    cells = json.loads((tmp_path / "out" / "cells.json").read_text())
+    notes = {c["image"]: c["note"] for c in cells}
+    assert notes["deep.png"] == "scaled to 8 bits" and notes["gray.png"] == "grayscale to 3 channels" and "alpha" in notes["rgba.png"]
+    for name in ("cells.csv", "differential.json", "differential.md", "report.html", "summary.json", "annotated/good.jpg"):
+        assert (tmp_path / "out" / name).is_file(), name
+
+
+def chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(chromium() is None, reason="no Chromium on this machine (Debian: apt-get install chromium)")
+def test_report_renders_the_differential_counts_in_headless_chromium(trained, tmp_path):
+    from wbc.canonical import prepare
+    from wbc.predict import predict
+
+    data, weights, _ = trained
+    predict(prepare(data).root / "images" / "val", tmp_path / "out", weights, conf=0.001, review_conf=0.002, log=lambda s: None)
+    diff = json.loads((tmp_path / "out" / "differential.json").read_text())["run"]
+    dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", (tmp_path / "out" / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    run_table = re.search(r'<table data-table="run">(.*?)</table>', dom, re.S).group(1)
+    shown = dict(re.findall(r'data-bin="([^"]+)" data-count="(\d+)"', run_table))
+    expected = {k: str(v["count"]) for k, v in diff["per_class"].items() if v["count"]}
+    assert shown == {**expected, "WBC": str(diff["wbc"])} and diff["wbc"] > 0
+    assert dom.count("<figure") == diff["wbc"]  # every WBC-type cell has its crop in the gallery

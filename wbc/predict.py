@@ -1,0 +1,178 @@
+"""Whole-smear inference for a lab: every cell with its class, confidence, attributes and (where a
+cell classifier is configured) its call; the differential count per smear and per run; annotated
+images; a self-contained ``report.html`` gallery.
+
+    python predict.py --source ../shared/data/leukemiaattri_samples --name samples
+
+Writes ``runs/predict/<name>/``: ``cells.csv`` (one row per cell), ``cells.json`` (per image: size,
+conversion note, cells), ``differential.json`` and ``differential.md`` (per smear and per run),
+``annotated/<image>.jpg``, ``report.html``, ``skipped.csv`` (files that could not be used, and why).
+Images larger than ``--tile`` pixels are analysed in overlapping tiles (see :mod:`wbc.tiling`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from wbc.differential import differential, differential_table, review_bin
+from wbc.errors import UsageError
+from wbc.inference import Cell, WBCAnalyzer
+from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
+from wbc.report_html import gallery_crops, write_report
+from wbc.sources import image_sources, load_image
+from wbc.tiling import analyze_tiled
+
+
+def model_wbc_classes(weights: str | Path, names: list[str]) -> list[str]:
+    """The WBC types among a model's classes: from the model card's JSON beside the weights
+    (``<stem>.json``, key ``wbc_classes``), else every class."""
+    card = Path(weights).with_suffix(".json")
+    if card.is_file():
+        listed = json.loads(card.read_text()).get("wbc_classes")
+        if listed:
+            return [c for c in names if c in listed]
+    return list(names)
+
+
+def annotate(image: np.ndarray, cells: list[Cell], wbc: set[str], review_conf: float) -> np.ndarray:
+    from ultralytics.utils.plotting import Annotator, colors
+
+    annotator = Annotator(image.copy(), line_width=max(1, round(max(image.shape[:2]) / 400)))
+    for c in cells:
+        unsure = c.class_name in wbc and c.confidence < review_conf
+        annotator.box_label(c.box, f"{c.class_name}{'?' if unsure else ''} {c.confidence:.2f}", (128, 128, 128) if unsure else colors(c.class_id, True))
+    return annotator.result()
+
+
+def cell_rows(image: str, cells: list[Cell], wbc: set[str], review_conf: float) -> list[dict]:
+    rows = []
+    for i, c in enumerate(cells):
+        row = {"image": image, "cell": i, "class": c.class_name, "bin": review_bin(c, wbc, review_conf), "confidence": round(c.confidence, 4),
+               **{k: round(v, 1) for k, v in zip(("x1", "y1", "x2", "y2"), c.box)}}
+        for name, (value, p) in c.attributes.items():
+            row[name], row[f"{name}_probability"] = value, round(p, 4)
+        if c.call:
+            row["call"], row["call_probability"] = c.call[0], round(c.call[1], 4)
+        rows.append(row)
+    return rows
+
+
+def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS, head: str | Path | bool | None = None,
+            imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7, review_conf: float = 0.5, tile: int | None = None,
+            overlap: int | None = None, batch: int = 8, device: str = "cpu", cell_classifier: str | Path | None = None,
+            wbc_classes: list[str] | None = None, annotated: bool = True, report: bool = True, log=print) -> dict:
+    """Analyse every image of ``source`` and write the outputs to ``out``. Returns the run summary."""
+    from ultralytics.utils import TQDM
+
+    from wbc.classify.cell_classifier import CellClassifier
+
+    start = time.time()
+    files = image_sources(source)
+    analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device,
+                           cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None)
+    names = list(analyzer.names.values())
+    wbc_list = wbc_classes or model_wbc_classes(weights, names)
+    wbc = set(wbc_list)
+    tile = tile or round(1.5 * analyzer.imgsz)
+    overlap = overlap if overlap is not None else tile // 3
+    out.mkdir(parents=True, exist_ok=True)
+    if annotated:
+        (out / "annotated").mkdir(exist_ok=True)
+    cells_by_image, notes, skipped, crops, rows, tiled = {}, {}, {}, {}, [], []
+    pending: list[tuple[str, np.ndarray]] = []
+
+    def finish(name: str, image: np.ndarray, cells: list[Cell]) -> None:
+        cells_by_image[name] = cells
+        rows.extend(cell_rows(name, cells, wbc, review_conf))
+        if report:
+            crops[name] = gallery_crops(image, cells, wbc_list)
+        if annotated:
+            cv2.imwrite(str(out / "annotated" / f"{Path(name).stem}.jpg"), annotate(image, cells, wbc, review_conf))
+
+    def flush() -> None:
+        if pending:
+            for (name, image), cells in zip(pending, analyzer([im for _, im in pending])):
+                finish(name, image, cells)
+            pending.clear()
+
+    used_names = set()
+    for path in TQDM(files, desc="images"):
+        loaded = load_image(path)
+        name = path.name if path.name not in used_names else f"{path.parent.name}_{path.name}"
+        used_names.add(name)
+        if loaded.image is None:
+            skipped[str(path)] = loaded.note
+            continue
+        notes[name] = {"path": str(path), "width": loaded.image.shape[1], "height": loaded.image.shape[0], "note": loaded.note}
+        if max(loaded.image.shape[:2]) > tile:
+            tiled.append(name)
+            finish(name, loaded.image, analyze_tiled(analyzer, loaded.image, tile, overlap, batch))
+        else:
+            pending.append((name, loaded.image))
+            if len(pending) == batch:
+                flush()
+    flush()
+    if not cells_by_image:
+        raise UsageError(f"none of the {len(files)} files under {source} could be read: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+
+    diff = differential(cells_by_image, wbc_list, review_conf)
+    fields = list(dict.fromkeys(k for r in rows for k in r)) or ["image"]
+    with (out / "cells.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "cells.json").write_text(json.dumps([{"image": n, **notes[n], "cells": cell_rows(n, cells, wbc, review_conf)}
+                                                for n, cells in cells_by_image.items()], indent=1))
+    (out / "differential.json").write_text(json.dumps(diff, indent=2))
+    md = [f"# Differential count ({len(cells_by_image)} images)", "", differential_table(diff["run"])]
+    for n, counts in diff["per_image"].items():
+        md += ["", f"## {n}", "", differential_table(counts)]
+    (out / "differential.md").write_text("\n".join(md) + "\n")
+    with (out / "skipped.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("file", "reason"), *skipped.items()])
+    if report:
+        write_report(out / "report.html", f"WBC analysis: {Path(str(source)).name}", diff, cells_by_image, crops, wbc_list, skipped)
+    summary = {"images": len(cells_by_image), "skipped": len(skipped), "converted": sum(1 for v in notes.values() if v["note"]),
+               "tiled": len(tiled), "cells": len(rows), "wbc": diff["run"]["wbc"], "seconds": time.time() - start,
+               "weights": str(weights), "head": str(analyzer.head_path) if analyzer.head else None, "imgsz": analyzer.imgsz,
+               "conf": conf, "review_conf": review_conf, "tile": tile, "overlap": overlap, "wbc_classes": wbc_list}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log(differential_table(diff["run"]))
+    for path, reason in skipped.items():
+        log(f"skipped {path}: {reason}")
+    log(f"{summary['images']} images ({summary['tiled']} tiled, {summary['converted']} converted), {summary['skipped']} skipped, "
+        f"{summary['cells']} cells, {summary['wbc']} WBC in {summary['seconds']:.1f} s; written to {out}")
+    return summary
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", required=True, help="an image, a folder, a glob, or a text file of image paths")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="detector (default: the shipped model); its attribute head beside it is used")
+    p.add_argument("--head", help="attribute head file, if not beside the weights")
+    p.add_argument("--no-head", action="store_true")
+    p.add_argument("--imgsz", type=int, help="default: the head's, else the detector's training size")
+    p.add_argument("--conf", type=float, default=0.25, help="minimum confidence of a cell")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU")
+    p.add_argument("--review-conf", type=float, default=0.5, help="WBC-type cells below this go to the 'unidentified' bin for review")
+    p.add_argument("--wbc-classes", nargs="+", help="which classes are WBC types (default: from the model card beside the weights, else all)")
+    p.add_argument("--tile", type=int, help="images with a side above this many pixels are tiled (default: 1.5 x the input size)")
+    p.add_argument("--overlap", type=int, help="tile overlap in pixels, larger than a cell (default: a third of --tile)")
+    p.add_argument("--cell-classifier", help="yaml naming detector classes and a crop classifier to call on them")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-annotated", action="store_true", help="do not write annotated images")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true")
+    args = p.parse_args(argv)
+    out = new_run_dir(args.name, REPO_ROOT / "runs" / "predict", args.exist_ok)
+    predict(args.source, out, args.weights, False if args.no_head else args.head, args.imgsz, args.conf, args.iou, args.review_conf,
+            args.tile, args.overlap, args.batch, args.device, args.cell_classifier, args.wbc_classes, not args.no_annotated, not args.no_report)
