@@ -33,10 +33,11 @@ class Cell:
 
 
 def load_detector(weights: str | Path) -> tuple[torch.nn.Module, dict[int, str], dict]:
-    """(float eval-mode DetectionModel, class names, training args) from an ultralytics checkpoint."""
+    """(float eval-mode DetectionModel, Conv and BatchNorm fused as ultralytics predicts with, class names,
+    training args) from an ultralytics checkpoint."""
     guard_downloads()
     yolo = YOLO(str(weights))
-    model = yolo.model.float().eval()
+    model = yolo.model.float().eval().fuse(verbose=False)
     return model, dict(yolo.names), dict(getattr(model, "args", {}) or {})
 
 
@@ -75,38 +76,45 @@ class WBCAnalyzer:
     @torch.no_grad()
     def __call__(self, images: list[np.ndarray]) -> list[list[Cell]]:
         """BGR images (any sizes) -> cells per image."""
-        boxed = [letterbox(im, self.imgsz) for im in images]
-        x = to_tensor([b[0] for b in boxed]).to(self.device)
-        out = self.detector(x)
-        detections = non_max_suppression(out[0] if isinstance(out, (list, tuple)) else out, self.conf, self.iou, max_det=self.max_det)
+        x = to_tensor([letterbox(im, self.imgsz)[0] for im in images])
+        predictions, features = self._forward(x)
+        detections = non_max_suppression(predictions, self.conf, self.iou, max_det=self.max_det)
         if self.class_map:
             detections = [self.class_map.apply(d, self.iou) for d in detections]
-        probabilities = self._attributes(detections, x.shape[-2:]) if self.head else None
+        attributes = self._attributes(features, detections, tuple(x.shape[-2:])) if self.attribute_specs else None
         cells, k = [], 0
-        for i, (det, image) in enumerate(zip(detections, images)):
-            boxes = scale_boxes(x.shape[-2:], det[:, :4].clone(), image.shape[:2]).cpu().numpy()
-            row = []
-            for j in range(len(det)):
-                cls = int(det[j, 5])
-                attrs = {}
-                if probabilities is not None:
-                    for spec, p in zip(self.attribute_specs, probabilities):
-                        v = int(p[k].argmax())
-                        attrs[spec["name"]] = (spec["values"][v], float(p[k, v]))
-                row.append(Cell(tuple(float(v) for v in boxes[j]), cls, self.names[cls], float(det[j, 4]), attrs))
-                k += 1
+        for det, image in zip(detections, images):
+            det = det.cpu()
+            boxes = scale_boxes(x.shape[-2:], det[:, :4].clone(), image.shape[:2]).tolist()
+            row = [Cell(tuple(box), int(cls), self.names[int(cls)], score, attributes[k + j] if attributes else {})
+                   for j, (box, score, cls) in enumerate(zip(boxes, det[:, 4].tolist(), det[:, 5].tolist()))]
+            k += len(row)
             cells.append(row)
             if self.cell_classifier:
                 self._call(image, row)
         return cells
 
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(raw detector output (B, 4 + nc, anchors), the maps the head pools) for a uint8 batch."""
+        out = self.detector(x.to(self.device))
+        return out[0] if isinstance(out, (list, tuple)) else out, self.tap.features if self.tap else []
+
+    def _head_probabilities(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> list[torch.Tensor]:
+        return [logits.softmax(1) for logits in self.head(features, boxes, input_size)]
+
+    def _attributes(self, features: list[torch.Tensor], detections: list[torch.Tensor], input_size: tuple[int, int]) -> list[dict]:
+        """{attribute: (value, probability)} for every detection, in order."""
+        boxes = torch.cat([torch.cat([torch.full((len(d), 1), i, device=d.device), d[:, :4]], 1) for i, d in enumerate(detections)])
+        if not len(boxes):
+            return []
+        per_attribute = []
+        for spec, p in zip(self.attribute_specs, self._head_probabilities(features, boxes, input_size)):
+            best, index = p.cpu().max(1)
+            per_attribute.append([(spec["values"][i], float(b)) for i, b in zip(index.tolist(), best.tolist())])
+        names = [spec["name"] for spec in self.attribute_specs]
+        return [dict(zip(names, values)) for values in zip(*per_attribute)]
+
     def _call(self, image: np.ndarray, cells: list[Cell]) -> None:
         chosen = [c for c in cells if c.class_name in self.cell_classifier.classes]
         for cell, call in zip(chosen, self.cell_classifier.classify(image, [c.box for c in chosen])):
             cell.call = call
-
-    def _attributes(self, detections: list[torch.Tensor], input_size) -> list[torch.Tensor]:
-        boxes = torch.cat([torch.cat([torch.full((len(d), 1), i, device=d.device), d[:, :4]], 1) for i, d in enumerate(detections)])
-        if not len(boxes):
-            return [torch.zeros(0, len(s["values"])) for s in self.attribute_specs]
-        return [logits.softmax(1).cpu() for logits in self.head(self.tap.features, boxes, tuple(input_size))]

@@ -1,0 +1,107 @@
+"""Inference speed, in one run on the same images: (a) plain ultralytics predict of the detector
+weights, (b) our pipeline (WBCAnalyzer: detector + attribute head, one detector pass), (c) the same
+pipeline on onnxruntime. Each path runs in its own process (so that peak memory is its own), on
+images decoded beforehand, after one untimed warm-up batch.
+
+    .venv/bin/python benchmarks/predict_speed.py --pbc 200 --bccd 50
+
+Writes runs/benchmark/predict_speed/<name>/results.json and prints images/s, the ratios and peak RSS.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import cv2
+
+from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
+
+PATHS = {"a": "plain ultralytics predict", "b": "WBCAnalyzer (detector + attribute head)", "c": "WBCAnalyzer on onnxruntime"}
+
+
+def worker(path: str, images_file: Path, weights: str, onnx: str, imgsz: int, batch: int) -> dict:
+    files = [Path(line) for line in images_file.read_text().splitlines()]
+    images = [cv2.imread(str(f)) for f in files]
+    if path == "a":
+        from ultralytics import YOLO
+
+        model = YOLO(weights)
+
+        def run(chunk):
+            return sum(len(r.boxes) for r in model.predict(chunk, imgsz=imgsz, conf=0.25, batch=len(chunk), verbose=False))
+    else:
+        if path == "b":
+            from wbc.inference import WBCAnalyzer
+
+            analyzer = WBCAnalyzer(weights, imgsz=imgsz)
+        else:
+            from wbc.export import OnnxAnalyzer
+
+            analyzer = OnnxAnalyzer(onnx)
+
+        def run(chunk):
+            return sum(map(len, analyzer(chunk)))
+
+    run(images[:batch])  # warm-up, not timed
+    start, cells = time.perf_counter(), 0
+    for i in range(0, len(images), batch):
+        cells += run(images[i:i + batch])
+    seconds = time.perf_counter() - start
+    return {"images": len(images), "seconds": seconds, "images_per_s": len(images) / seconds, "cells": cells,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--pbc", type=int, default=200, help="PBC val fields")
+    p.add_argument("--bccd", type=int, default=50, help="BCCD val fields")
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--name", default="exp")
+    p.add_argument("--worker", choices=list(PATHS), help=argparse.SUPPRESS)
+    p.add_argument("--images", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--onnx", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.images, args.weights, args.onnx, args.imgsz, args.batch)))
+        return
+
+    from wbc.canonical import prepare
+    from wbc.export import export_onnx
+
+    out = new_run_dir(args.name, REPO_ROOT / "runs" / "benchmark" / "predict_speed")
+    out.mkdir(parents=True)
+    files = []
+    for data, n in (("data/pbc_wbcatt.yaml", args.pbc), ("data/bccd.yaml", args.bccd)):
+        if n:
+            root = prepare(data).root / "images" / "val"
+            files += sorted(root.iterdir())[:n]
+    (out / "images.txt").write_text("\n".join(str(f) for f in files))
+    onnx = export_onnx(args.weights, out / "model", args.imgsz)["detector"]
+    results = {}
+    for path, label in PATHS.items():
+        cmd = [sys.executable, __file__, "--worker", path, "--images", str(out / "images.txt"), "--weights", args.weights,
+               "--onnx", onnx, "--imgsz", str(args.imgsz), "--batch", str(args.batch)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results[path] = {"path": label, **json.loads(done.stdout.strip().splitlines()[-1])}
+        r = results[path]
+        print(f"({path}) {label}: {r['images_per_s']:.1f} images/s ({r['images']} images, {r['seconds']:.1f} s), peak RSS {r['peak_rss_mb']:.0f} MB")
+    ratios = {"b_over_a_time": results["a"]["images_per_s"] / results["b"]["images_per_s"],
+              "c_over_a_time": results["a"]["images_per_s"] / results["c"]["images_per_s"]}
+    print(f"time ratio (b)/(a) = {ratios['b_over_a_time']:.3f} (target <= 1.15); (c)/(a) = {ratios['c_over_a_time']:.3f} (target < 1)")
+    (out / "results.json").write_text(json.dumps({"results": results, "ratios": ratios, "imgsz": args.imgsz, "batch": args.batch,
+                                                  "weights": args.weights, "machine": f"{platform.machine()}, {platform.processor()}",
+                                                  "images": {"pbc_val": args.pbc, "bccd_val": args.bccd}}, indent=2))
+    print(f"written to {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

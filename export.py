@@ -1,0 +1,10 @@
+"""Export the detector and its attribute head to ONNX (run them with wbc.export.OnnxAnalyzer).
+
+    python export.py --weights weights/wbc_pbc_yolov5n_256.pt
+"""
+
+from wbc.cli import run
+from wbc.export import main
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,138 @@
+"""ONNX export of the detector (with the feature maps its attribute head pools, so that one network
+pass still serves both) and of the head, and an onnxruntime analyzer that gives the same cells as
+:class:`wbc.inference.WBCAnalyzer`.
+
+    python export.py --weights weights/wbc_pbc_yolov5n_256.pt
+
+writes ``<stem>.onnx`` (input ``images`` (B, 3, S, S) RGB in [0, 1]; outputs ``output0`` (B, 4 + nc,
+anchors) and ``feature<i>`` per pooled layer), ``<stem>.attributes.onnx`` (inputs the feature maps and
+``boxes`` (K, 5) = batch index, x1 y1 x2 y2 in input pixels; one logit output per attribute) and
+``<stem>.onnx.json`` (classes, input size, attributes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from wbc.attributes.head import FeatureTap
+from wbc.errors import UsageError
+from wbc.inference import WBCAnalyzer
+
+OPSET = 17  # RoIAlign with aligned=True needs opset >= 16
+
+
+class _DetectorWithFeatures(nn.Module):
+    def __init__(self, detector: nn.Module, layers: list[int]):
+        super().__init__()
+        self.detector = detector
+        self.tap = FeatureTap(detector, layers) if layers else None
+
+    def forward(self, x):
+        out = self.detector(x)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        return (out, *self.tap.features) if self.tap else out
+
+
+class _Head(nn.Module):
+    def __init__(self, head: nn.Module, input_size: tuple[int, int], levels: int):
+        super().__init__()
+        self.head, self.input_size, self.levels = head, input_size, levels
+
+    def forward(self, *inputs):
+        return tuple(self.head(list(inputs[: self.levels]), inputs[self.levels], self.input_size))
+
+
+def export_onnx(weights: str | Path, out: str | Path | None = None, imgsz: int | None = None, head: str | Path | bool | None = None) -> dict:
+    """Export; returns the paths written. ``out``: path stem (default: next to the weights)."""
+    from ultralytics.nn.modules import Detect
+    from ultralytics.utils.export.engine import torch2onnx
+
+    analyzer = WBCAnalyzer(weights, head, imgsz)
+    out = Path(out) if out else Path(weights).with_suffix("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    s = analyzer.imgsz
+    detector = copy.deepcopy(analyzer.detector).eval()
+    for m in detector.modules():
+        if isinstance(m, Detect):
+            m.export, m.format, m.dynamic, m.shape = True, "onnx", True, None
+    layers = analyzer.head.config.layers if analyzer.head else []
+    wrapper = _DetectorWithFeatures(detector, layers).eval()
+    image = torch.zeros(1, 3, s, s)
+    feature_names = [f"feature{i}" for i in layers]
+    with torch.no_grad():
+        features = wrapper(image)[1:] if layers else []
+    written = {"detector": str(out.with_suffix(".onnx"))}
+    torch2onnx(wrapper, image, written["detector"], OPSET, ["images"], ["output0", *feature_names],
+               {"images": {0: "batch"}, "output0": {0: "batch"}, **{n: {0: "batch"} for n in feature_names}})
+    if analyzer.head:
+        written["head"] = str(out.with_suffix(".attributes.onnx"))
+        boxes = torch.tensor([[0, 10.0, 10.0, s / 2, s / 2]])
+        specs = analyzer.attribute_specs
+        torch2onnx(_Head(copy.deepcopy(analyzer.head).eval(), (s, s), len(layers)), (*features, boxes), written["head"], OPSET,
+                   [*feature_names, "boxes"], [spec["name"] for spec in specs],
+                   {**{n: {0: "batch"} for n in feature_names}, "boxes": {0: "boxes"}, **{spec["name"]: {0: "boxes"} for spec in specs}})
+    meta = {"names": analyzer.names, "imgsz": s, "layers": layers, "attributes": analyzer.attribute_specs, "weights": str(weights),
+            "head_file": Path(written["head"]).name if "head" in written else None}
+    written["meta"] = str(out.with_suffix(".onnx.json"))
+    Path(written["meta"]).write_text(json.dumps(meta, indent=2))
+    return written
+
+
+class OnnxAnalyzer(WBCAnalyzer):
+    """:class:`WBCAnalyzer` on onnxruntime: same preprocessing, NMS and output, from ``<stem>.onnx``."""
+
+    def __init__(self, onnx_file: str | Path, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, threads: int | None = None,
+                 attributes: bool = True):
+        import onnxruntime as ort
+
+        onnx_file = Path(onnx_file)
+        meta_file = onnx_file.with_suffix(".onnx.json")
+        if not meta_file.is_file():
+            raise UsageError(f"{meta_file} not found: export with python export.py, which writes it beside the .onnx")
+        meta = json.loads(meta_file.read_text())
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+        head_file = onnx_file.parent / meta["head_file"] if meta.get("head_file") and attributes else None
+        self.head_session = ort.InferenceSession(str(head_file), options, providers=["CPUExecutionProvider"]) if head_file else None
+        self.names = {int(k): v for k, v in meta["names"].items()}
+        self.imgsz, self.layers = meta["imgsz"], meta["layers"]
+        self.specs = meta["attributes"] if self.head_session else []
+        self.conf, self.iou, self.max_det = conf, iou, max_det
+        self.class_map, self.cell_classifier, self.head, self.head_path, self.device = None, None, None, None, torch.device("cpu")
+
+    @property
+    def attribute_specs(self) -> list[dict]:
+        return self.specs
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        outputs = self.session.run(None, {"images": x.numpy()})
+        return torch.from_numpy(outputs[0]), [torch.from_numpy(f) for f in outputs[1:]] if self.head_session else []
+
+    def _head_probabilities(self, features, boxes, input_size):
+        feed = {f"feature{i}": f.numpy() for i, f in zip(self.layers, features)}
+        feed["boxes"] = boxes.numpy().astype(np.float32)
+        return [torch.from_numpy(logits).softmax(1) for logits in self.head_session.run(None, feed)]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=None, help="detector (default: the shipped model); its attribute head beside it is exported too")
+    p.add_argument("--head", help="attribute head file, if not beside the weights")
+    p.add_argument("--no-head", action="store_true")
+    p.add_argument("--imgsz", type=int)
+    p.add_argument("--out", help="output path stem (default: beside the weights)")
+    args = p.parse_args(argv)
+    from wbc.paths import DEFAULT_WEIGHTS
+
+    written = export_onnx(args.weights or DEFAULT_WEIGHTS, args.out, args.imgsz, False if args.no_head else args.head)
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
