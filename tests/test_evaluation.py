@@ -93,7 +93,7 @@ def test_cocoeval_scores_hand_built_detections():
     r = coco.evaluate(gt, shifted)
     assert r["per_class"]["LY"]["mAP50"] == pytest.approx(1.0) and r["per_class"]["LY"]["mAP50-95"] == pytest.approx(0.3)
     assert set(r["per_class"]) == {"LY", "RBC"}  # PLT has no ground truth: left out, as COCOeval does
-    assert r["mAP50-95"] == pytest.approx((0.3 + 1.0) / 2)
+    assert r["mAP50-95"] == pytest.approx((0.3 + 1.0) / 2) and r["per_class"]["LY"]["AR"] == pytest.approx(0.3)
 
 
 def test_class_map_merges_model_classes_drops_unmapped_ones_and_rejects_incomplete_maps(tmp_path):

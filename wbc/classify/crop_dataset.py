@@ -28,6 +28,7 @@ from wbc.canonical import CanonicalDataset
 from wbc.classify.crops import crop_box
 from wbc.errors import DatasetError, UsageError
 from wbc.evaluation.cells import NOT_APPLICABLE_LABEL, UNKNOWN_LABEL, read_field, value_label
+from wbc.sources import load_image
 
 MANIFEST = "manifest.csv"
 JPEG_QUALITY = 95
@@ -99,11 +100,17 @@ def ground_truth_boxes(canonical: CanonicalDataset, splits: list[str]) -> Iterat
                             attributes=tuple((s["name"], value_label(s, int(r[s["name"]]))) for s in specs))
 
 
-def predicted_boxes(analyzer, images: list[Path], fractions: dict[str, float], batch: int = 16) -> Iterator[BoxRecord]:
-    """The analyzer's cells on ``images``, with the attributes its head predicts."""
+def predicted_boxes(analyzer, images: list[Path], fractions: dict[str, float], batch: int = 16,
+                    unreadable: dict[str, str] | None = None) -> Iterator[BoxRecord]:
+    """The analyzer's cells on ``images``, with the attributes its head predicts. Files that cannot be
+    read are left out and recorded in ``unreadable`` ({path: reason})."""
     for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
-        for path, cells in zip(chunk, analyzer([read_field(p) for p in chunk])):
+        loaded = [load_image(p) for p in images[start:start + batch]]
+        if unreadable is not None:
+            unreadable.update({str(x.path): x.note for x in loaded if x.image is None})
+        loaded = [x for x in loaded if x.image is not None]
+        chunk = [x.path for x in loaded]
+        for path, cells in zip(chunk, analyzer([x.image for x in loaded]) if loaded else []):
             split = split_of(path.name, fractions)
             for i, c in enumerate(cells):
                 yield BoxRecord(split, path, i, c.box, c.class_name, c.confidence, tuple((n, v) for n, (v, _) in c.attributes.items()))
@@ -203,6 +210,7 @@ def main(argv=None):
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
 
+    unreadable: dict[str, str] = {}
     if args.data:
         from wbc.canonical import prepare
 
@@ -217,7 +225,7 @@ def main(argv=None):
         analyzer = WBCAnalyzer(args.weights or DEFAULT_WEIGHTS, imgsz=args.imgsz, conf=min(args.conf, 0.25))
         classes = args.classes
         fractions = {"val": args.val_fraction, "test": args.test_fraction}
-        records = predicted_boxes(analyzer, image_sources(args.source), {k: v for k, v in fractions.items() if v > 0})
+        records = predicted_boxes(analyzer, image_sources(args.source), {k: v for k, v in fractions.items() if v > 0}, unreadable=unreadable)
     options = CropOptions(args.margin, not args.no_square, args.size, args.min_size, tuple(classes) if classes else None,
                           parse_rename(args.rename), args.conf, args.class_attribute)
     out = args.out or new_run_dir(args.name, REPO_ROOT / "runs" / "crops")
@@ -225,4 +233,6 @@ def main(argv=None):
     print(counts_table(summary))
     if summary["skipped"]:
         print("skipped: " + ", ".join(f"{n} ({reason})" for reason, n in summary["skipped"].items()))
-    print(f"{summary['crops']} crops written to {out}")
+    for path, reason in unreadable.items():
+        print(f"skipped file {path}: {reason}")
+    print(f"{summary['crops']} crops written to {out}" + (f"; {len(unreadable)} files could not be read" if unreadable else ""))

@@ -40,8 +40,8 @@ def detections(predictions: list[dict], gt: dict) -> list[dict]:
 
 
 def evaluate(gt: dict, dets: list[dict], max_det: int = 300) -> dict:
-    """mAP50 and mAP50-95 over all classes and per class (area 'all', ``max_det`` detections per image).
-    Classes without ground truth are left out, as COCOeval does."""
+    """mAP50, mAP50-95 and AR (recall averaged over IoU 0.50:0.95) over all classes and per class
+    (area 'all', ``max_det`` detections per image). Classes without ground truth are left out, as COCOeval does."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -55,13 +55,14 @@ def evaluate(gt: dict, dets: list[dict], max_det: int = 300) -> dict:
         e.evaluate()
         e.accumulate()
     precision = e.eval["precision"][:, :, :, 0, -1]  # (IoU thresholds, recall points, classes), area 'all', max_det
+    recall = e.eval["recall"][:, :, 0, -1]  # (IoU thresholds, classes)
     names = {c["id"]: c["name"] for c in gt["categories"]}
     per_class = {}
     for k, cat in enumerate(e.params.catIds):
         p = precision[:, :, k]
         if (p > -1).any():
-            per_class[names[cat]] = {"mAP50": _mean_valid(p[0]), "mAP50-95": _mean_valid(p)}
-    return {"mAP50": _mean_valid(precision[0]), "mAP50-95": _mean_valid(precision), "per_class": per_class}
+            per_class[names[cat]] = {"mAP50": _mean_valid(p[0]), "mAP50-95": _mean_valid(p), "AR": _mean_valid(recall[:, k])}
+    return {"mAP50": _mean_valid(precision[0]), "mAP50-95": _mean_valid(precision), "AR": _mean_valid(recall), "per_class": per_class}
 
 
 def _mean_valid(a: np.ndarray) -> float:

@@ -19,10 +19,10 @@ def detection_table(metrics: dict) -> str:
     for name, m in ul["per_class"].items():
         c = coco["per_class"].get(name, {})
         rows.append([name, m["instances"], f"{m['P']:.3f}", f"{m['R']:.3f}", f"{m['mAP50']:.3f}", f"{m['mAP50-95']:.3f}",
-                     f"{c.get('mAP50', float('nan')):.3f}", f"{c.get('mAP50-95', float('nan')):.3f}"])
+                     f"{c.get('mAP50', float('nan')):.3f}", f"{c.get('mAP50-95', float('nan')):.3f}", f"{c.get('AR', float('nan')):.3f}"])
     rows.append(["**all**", ul["instances"], f"{ul['P']:.3f}", f"{ul['R']:.3f}", f"**{ul['mAP50']:.3f}**", f"**{ul['mAP50-95']:.3f}**",
-                 f"**{coco['mAP50']:.3f}**", f"**{coco['mAP50-95']:.3f}**"])
-    return markdown_table(["class", "instances", "P", "R", "mAP50", "mAP50-95", "COCOeval mAP50", "COCOeval mAP50-95"], rows)
+                 f"**{coco['mAP50']:.3f}**", f"**{coco['mAP50-95']:.3f}**", f"{coco['AR']:.3f}"])
+    return markdown_table(["class", "instances", "P", "R", "mAP50", "mAP50-95", "COCOeval mAP50", "COCOeval mAP50-95", "COCOeval AR"], rows)
 
 
 def agreement_line(agreement: dict) -> str:
