@@ -70,15 +70,18 @@ def export_onnx(weights: str | Path, out: str | Path | None = None, imgsz: int |
         features = wrapper(image)[1:] if layers else []
     written = {"detector": str(out.with_suffix(".onnx"))}
     torch2onnx(wrapper, image, written["detector"], OPSET, ["images"], ["output0", *feature_names],
-               {"images": {0: "batch"}, "output0": {0: "batch"}, **{n: {0: "batch"} for n in feature_names}})
+               {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"},
+                **{n: {0: "batch", 2: f"{n}_height", 3: f"{n}_width"} for n in feature_names}})
     if analyzer.head:
         written["head"] = str(out.with_suffix(".attributes.onnx"))
         boxes = torch.tensor([[0, 10.0, 10.0, s / 2, s / 2]])
         specs = analyzer.attribute_specs
         torch2onnx(_Head(copy.deepcopy(analyzer.head).eval(), (s, s), len(layers)), (*features, boxes), written["head"], OPSET,
                    [*feature_names, "boxes"], [spec["name"] for spec in specs],
-                   {**{n: {0: "batch"} for n in feature_names}, "boxes": {0: "boxes"}, **{spec["name"]: {0: "boxes"} for spec in specs}})
-    meta = {"names": analyzer.names, "imgsz": s, "layers": layers, "attributes": analyzer.attribute_specs, "weights": str(weights),
+                   {**{n: {0: "batch", 2: f"{n}_height", 3: f"{n}_width"} for n in feature_names}, "boxes": {0: "boxes"},
+                    **{spec["name"]: {0: "boxes"} for spec in specs}})
+    meta = {"names": analyzer.names, "imgsz": s, "stride": analyzer.stride, "layers": layers, "attributes": analyzer.attribute_specs,
+            "attribute_classes": analyzer.attribute_classes, "weights": str(weights),
             "head_file": Path(written["head"]).name if "head" in written else None}
     written["meta"] = str(out.with_suffix(".onnx.json"))
     Path(written["meta"]).write_text(json.dumps(meta, indent=2))
@@ -104,7 +107,9 @@ class OnnxAnalyzer(WBCAnalyzer):
         head_file = onnx_file.parent / meta["head_file"] if meta.get("head_file") and attributes else None
         self.head_session = ort.InferenceSession(str(head_file), options, providers=["CPUExecutionProvider"]) if head_file else None
         self.names = {int(k): v for k, v in meta["names"].items()}
-        self.imgsz, self.layers = meta["imgsz"], meta["layers"]
+        self.model_names = dict(self.names)
+        self.described = meta.get("attribute_classes")
+        self.imgsz, self.layers, self.stride = meta["imgsz"], meta["layers"], meta["stride"]
         self.specs = meta["attributes"] if self.head_session else []
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.class_map, self.cell_classifier, self.head, self.head_path, self.device = None, None, None, None, torch.device("cpu")
@@ -112,6 +117,10 @@ class OnnxAnalyzer(WBCAnalyzer):
     @property
     def attribute_specs(self) -> list[dict]:
         return self.specs
+
+    @property
+    def attribute_classes(self) -> list[str] | None:
+        return self.described
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         outputs = self.session.run(None, {"images": x.numpy()})

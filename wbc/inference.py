@@ -51,6 +51,7 @@ class WBCAnalyzer:
                  conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300, class_map: ClassMap | None = None,
                  cell_classifier: CellClassifier | None = None):
         self.detector, self.names, args = load_detector(weights)
+        self.model_names = dict(self.names)  # the detector's own classes (self.names changes under a class map)
         self.class_map = None
         if class_map:
             self.map_classes(class_map)
@@ -62,6 +63,7 @@ class WBCAnalyzer:
         self.tap = FeatureTap(self.detector, self.head.config.layers) if self.head else None
         self.imgsz = imgsz or (self.head.config.imgsz if self.head else int(args.get("imgsz", 640)))
         self.conf, self.iou, self.max_det = conf, iou, max_det
+        self.stride = int(max(self.detector.stride))
         self.cell_classifier = cell_classifier
 
     def map_classes(self, class_map: ClassMap) -> None:
@@ -73,12 +75,25 @@ class WBCAnalyzer:
     def attribute_specs(self) -> list[dict]:
         return self.head.config.attributes if self.head else []
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, images: list[np.ndarray]) -> list[list[Cell]]:
-        """BGR images (any sizes) -> cells per image."""
-        x = to_tensor([letterbox(im, self.imgsz)[0] for im in images])
+        """BGR images (any sizes) -> cells per image. Each image is letterboxed on its own to the smallest
+        stride multiple around it (as ultralytics predicts), and images of one input shape share a
+        forward pass, so an image's cells never depend on the other images of the call."""
+        boxed = [letterbox(im, self.imgsz, self.stride)[0] for im in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, b in enumerate(boxed):
+            groups.setdefault(b.shape[:2], []).append(i)
+        cells: list[list[Cell]] = [[] for _ in images]
+        for indices in groups.values():
+            for i, row in zip(indices, self._cells(to_tensor([boxed[i] for i in indices]), [images[i] for i in indices])):
+                cells[i] = row
+        return cells
+
+    def _cells(self, x: torch.Tensor, images: list[np.ndarray]) -> list[list[Cell]]:
         predictions, features = self._forward(x)
         detections = non_max_suppression(predictions, self.conf, self.iou, max_det=self.max_det)
+        detections = [torch.cat([d[:, :6], d[:, 5:6]], 1) for d in detections]  # column 6: the model's own class, kept through a class map
         if self.class_map:
             detections = [self.class_map.apply(d, self.iou) for d in detections]
         attributes = self._attributes(features, detections, tuple(x.shape[-2:])) if self.attribute_specs else None
@@ -102,17 +117,29 @@ class WBCAnalyzer:
     def _head_probabilities(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> list[torch.Tensor]:
         return [logits.softmax(1) for logits in self.head(features, boxes, input_size)]
 
+    @property
+    def attribute_classes(self) -> list[str] | None:
+        """The model's classes the head describes (None: all)."""
+        return self.head.config.classes if self.head else None
+
     def _attributes(self, features: list[torch.Tensor], detections: list[torch.Tensor], input_size: tuple[int, int]) -> list[dict]:
-        """{attribute: (value, probability)} for every detection, in order."""
+        """{attribute: (value, probability)} for every detection, in order; {} for a detection of a class the
+        head does not describe (RBC, platelets: their attributes are not applicable, and pooling them costs time)."""
         boxes = torch.cat([torch.cat([torch.full((len(d), 1), i, device=d.device), d[:, :4]], 1) for i, d in enumerate(detections)])
-        if not len(boxes):
-            return []
+        own = torch.cat([d[:, 6] for d in detections]).long().tolist()
+        model_names = self.model_names
+        wanted = [i for i, c in enumerate(own) if self.attribute_classes is None or model_names[c] in self.attribute_classes]
+        result = [{} for _ in own]
+        if not wanted:
+            return result
         per_attribute = []
-        for spec, p in zip(self.attribute_specs, self._head_probabilities(features, boxes, input_size)):
+        for spec, p in zip(self.attribute_specs, self._head_probabilities(features, boxes[wanted], input_size)):
             best, index = p.cpu().max(1)
             per_attribute.append([(spec["values"][i], float(b)) for i, b in zip(index.tolist(), best.tolist())])
         names = [spec["name"] for spec in self.attribute_specs]
-        return [dict(zip(names, values)) for values in zip(*per_attribute)]
+        for i, values in zip(wanted, zip(*per_attribute)):
+            result[i] = dict(zip(names, values))
+        return result
 
     def _call(self, image: np.ndarray, cells: list[Cell]) -> None:
         chosen = [c for c in cells if c.class_name in self.cell_classifier.classes]

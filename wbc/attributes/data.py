@@ -10,23 +10,25 @@ from torch.utils.data import Dataset
 from wbc.canonical import CanonicalDataset
 
 
-def letterbox(image: np.ndarray, imgsz: int) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """BGR image -> square ``imgsz`` letterbox (grey 114 padding, centred), its gain and (pad_x, pad_y).
-    The rounding matches ultralytics' LetterBox and scale_boxes, so boxes map exactly both ways."""
+def letterbox(image: np.ndarray, imgsz: int, stride: int | None = None) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """BGR image -> ``imgsz`` letterbox (grey 114 padding, centred), its gain and (pad_x, pad_y): square,
+    or with ``stride`` the smallest multiple of it around the resized image (ultralytics' ``auto``
+    letterbox). The rounding matches ultralytics' LetterBox and scale_boxes, so boxes map exactly both ways."""
     h, w = image.shape[:2]
     gain = min(imgsz / h, imgsz / w)
     new_w, new_h = round(w * gain), round(h * gain)
-    pad_x, pad_y = round((imgsz - w * gain) / 2 - 0.1), round((imgsz - h * gain) / 2 - 0.1)
+    out_w, out_h = (-(-new_w // stride) * stride, -(-new_h // stride) * stride) if stride else (imgsz, imgsz)
+    pad_x, pad_y = round((out_w - w * gain) / 2 - 0.1), round((out_h - h * gain) / 2 - 0.1)
     if (new_w, new_h) != (w, h):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    out = np.full((imgsz, imgsz, 3), 114, np.uint8)
-    out[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = image[: imgsz - pad_y, : imgsz - pad_x]
+    out = np.full((out_h, out_w, 3), 114, np.uint8)
+    out[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = image[: out_h - pad_y, : out_w - pad_x]
     return out, gain, (pad_x, pad_y)
 
 
 def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    """BGR uint8 HWC images -> RGB float (B, 3, H, W) in [0, 1], as ultralytics models expect."""
-    return torch.from_numpy(np.stack([im[..., ::-1].transpose(2, 0, 1) for im in images]).copy()).float() / 255
+    """BGR uint8 HWC images of one size -> RGB float (B, 3, H, W) in [0, 1], as ultralytics models expect."""
+    return torch.from_numpy(np.ascontiguousarray(np.stack(images)[..., ::-1].transpose(0, 3, 1, 2))).float().div_(255)
 
 
 class AttributeFields(Dataset):

@@ -29,6 +29,7 @@ class HeadConfig:
     in_channels: list[int] = field(default_factory=list)  # filled from the detector
     attributes: list[dict] = field(default_factory=list)  # [{name, values}] of the attributes it predicts
     imgsz: int = 640  # input size it was trained at
+    classes: list[str] | None = None  # detector classes the attributes describe (None: every class); others get none
 
     @classmethod
     def from_yaml(cls, path: str | Path | None = None) -> "HeadConfig":
@@ -81,6 +82,14 @@ class AttributeHead(nn.Module):
         head = cls(HeadConfig(**ckpt["config"]))
         head.load_state_dict(ckpt["state_dict"])
         return head.eval()
+
+
+def attribute_classes(spec) -> list[str] | None:
+    """The classes any used attribute of a DatasetSpec applies to (None if one applies to every class)."""
+    used = spec.used_attributes
+    if not used or any(a.applies_to is None for a in used):
+        return None
+    return [c for c in spec.names if any(c in a.applies_to for a in used)]
 
 
 def head_path_for(detector_weights: str | Path) -> Path:

@@ -27,8 +27,8 @@ from ultralytics.utils import LOGGER, colorstr
 from ultralytics.utils.torch_utils import unwrap_model
 
 from wbc.attributes.data import jitter_boxes
-from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_loss, head_path_for, probe_channels
-from wbc.schema import UNKNOWN
+from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_classes, attribute_loss, head_path_for, probe_channels
+from wbc.schema import UNKNOWN, load_spec
 from wbc.training import WBCDetectionTrainer
 
 
@@ -123,7 +123,9 @@ class AttributeTrainer(WBCDetectionTrainer):
     def get_model(self, cfg=None, weights=None, verbose=True):
         model = super().get_model(cfg, weights, verbose)
         imgsz = int(self.args.imgsz)
-        cfg_head = replace(self.head_config or HeadConfig.from_yaml(), attributes=self._attribute_names(), imgsz=imgsz)
+        source = self.data.get("source_yaml")
+        classes = attribute_classes(load_spec(source)) if source and Path(source).is_file() else None
+        cfg_head = replace(self.head_config or HeadConfig.from_yaml(), attributes=self._attribute_names(), imgsz=imgsz, classes=classes)
         probe = FeatureTap(model, cfg_head.layers)
         cfg_head.in_channels = probe_channels(model, probe, imgsz)
         probe.remove()

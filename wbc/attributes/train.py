@@ -23,7 +23,7 @@ from ultralytics.utils import LOGGER, TQDM
 
 from wbc.attributes.data import AttributeFields, collate, jitter_boxes
 from wbc.attributes.features import FieldFeatures, cache_bytes, cache_fits, collate_features
-from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_loss, probe_channels
+from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_classes, attribute_loss, probe_channels
 from wbc.attributes.metrics import summarize_attributes
 from wbc.canonical import prepare
 from wbc.inference import load_detector
@@ -153,7 +153,8 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
     cfg = HeadConfig.from_yaml(config)
     detector, tap, imgsz, channels = frozen_detector(weights, cfg.layers, imgsz, device)
     used = canonical.spec.used_attributes
-    cfg = replace(cfg, attributes=[{"name": a.name, "values": list(a.values)} for a in used], imgsz=imgsz, in_channels=channels)
+    cfg = replace(cfg, attributes=[{"name": a.name, "values": list(a.values)} for a in used], imgsz=imgsz, in_channels=channels,
+                  classes=attribute_classes(canonical.spec))
     head = AttributeHead(cfg).to(device)
 
     fields = {split: AttributeFields(canonical, split, imgsz) for split in ("train", "val")}

@@ -121,9 +121,9 @@ def cell_table(result: SplitCells, pairs: list[Pair], truth_specs: list[dict], p
             if name in specs:
                 r[name] = "" if truth is None else value_label(specs[name], int(truth[name]))
             if name in predicted:
-                value, probability = cell.attributes[name] if cell else ("", "")
+                value, probability = cell.attributes.get(name, ("", "")) if cell else ("", "")
                 r[f"pred_{name}"] = value
-                r[f"prob_{name}"] = round(probability, 4) if cell else ""
+                r[f"prob_{name}"] = round(probability, 4) if value else ""
         if call:
             label, probability = cell.call if cell and cell.call else ("", "")
             r[call], r[f"{call}_probability"] = label, round(probability, 4) if label else ""
@@ -151,14 +151,17 @@ def attridet_table(table: pd.DataFrame, specs: list[dict]) -> pd.DataFrame:
     for s in specs:
         out[s["name"]] = [s["values"].index(v) if v in s["values"] else -1 for v in rows[s["name"]]]
     for s in specs:
-        out[f"pred_{s['name']}"] = [s["values"].index(v) for v in rows[f"pred_{s['name']}"]]
+        out[f"pred_{s['name']}"] = [s["values"].index(v) if v in s["values"] else -1 for v in rows[f"pred_{s['name']}"]]
     return out.reset_index(drop=True)
 
 
 def head_values(result: SplitCells, pairs: list[Pair], specs: list[dict]) -> np.ndarray:
     """(len(pairs), A) value indices the attribute head gave each matched cell."""
-    return np.array([[s["values"].index(result.cells[p.image][p.cell].attributes[s["name"]][0]) for s in specs]
-                     for p in pairs], int).reshape(-1, len(specs))
+    def index(cell: Cell, spec: dict) -> int:  # -1: the cell carries no value (its class is not one the head describes)
+        value = cell.attributes.get(spec["name"])
+        return spec["values"].index(value[0]) if value else -1
+
+    return np.array([[index(result.cells[p.image][p.cell], s) for s in specs] for p in pairs], int).reshape(-1, len(specs))
 
 
 def attribute_metrics(result: SplitCells, pairs: list[Pair], specs: list[dict], predicted: np.ndarray | None = None) -> dict:
