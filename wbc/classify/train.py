@@ -39,9 +39,9 @@ from wbc.classify.crops import PAD_VALUE
 from wbc.classify.vat import vat_loss
 from wbc.errors import DatasetError, UsageError
 from wbc.paths import REPO_ROOT, new_run_dir
+from wbc.sources import IMAGE_SUFFIXES
 
 DEFAULT_CONFIG = REPO_ROOT / "models" / "classifier.yaml"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 @dataclass
