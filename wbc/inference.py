@@ -3,6 +3,7 @@ attribute head) every attribute's value and probability, pooled from the same fo
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,8 @@ def load_detector(weights: str | Path) -> tuple[torch.nn.Module, dict[int, str],
     guard_downloads()
     yolo = YOLO(str(weights))
     model = yolo.model.float().eval().fuse(verbose=False)
+    if platform.machine() in {"AMD64", "x86_64"} and torch.backends.mkldnn.is_available():
+        model.to(memory_format=torch.channels_last)  # as ultralytics' AutoBackend does on x86 CPUs: faster oneDNN convolutions
     return model, dict(yolo.names), dict(getattr(model, "args", {}) or {})
 
 
