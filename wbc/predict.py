@@ -85,12 +85,12 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     out.mkdir(parents=True, exist_ok=True)
     if annotated:
         (out / "annotated").mkdir(exist_ok=True)
-    cells_by_image, notes, skipped, crops, rows, tiled = {}, {}, {}, {}, [], []
+    cells_by_image, rows_by_image, notes, skipped, crops, tiled = {}, {}, {}, {}, {}, []
     pending: list[tuple[str, np.ndarray]] = []
 
     def finish(name: str, image: np.ndarray, cells: list[Cell]) -> None:
         cells_by_image[name] = cells
-        rows.extend(cell_rows(name, cells, wbc, review_conf))
+        rows_by_image[name] = cell_rows(name, cells, wbc, review_conf)
         if report:
             crops[name] = gallery_crops(image, cells, wbc_list)
         if annotated:
@@ -123,13 +123,13 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
         raise UsageError(f"none of the {len(files)} files under {source} could be read: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
     diff = differential(cells_by_image, wbc_list, review_conf)
+    rows = [r for image_rows in rows_by_image.values() for r in image_rows]
     fields = list(dict.fromkeys(k for r in rows for k in r)) or ["image"]
     with (out / "cells.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    (out / "cells.json").write_text(json.dumps([{"image": n, **notes[n], "cells": cell_rows(n, cells, wbc, review_conf)}
-                                                for n, cells in cells_by_image.items()], indent=1))
+    (out / "cells.json").write_text(json.dumps([{"image": n, **notes[n], "cells": rows_by_image[n]} for n in cells_by_image], indent=1))
     (out / "differential.json").write_text(json.dumps(diff, indent=2))
     md = [f"# Differential count ({len(cells_by_image)} images)", "", differential_table(diff["run"])]
     for n, counts in diff["per_image"].items():
