@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
                 project=root, extra={"plots": False, "warmup_epochs": 0})
     # generated cells are 15-20 px across at 96 px input: pool the stride-4/8 maps (the default 4 + 6 suits ~100 px cells)
     config = root / "head.yaml"
-    config.write_text("layers: [2, 4]\n")
+    config.write_text("layers: [2, 4]\nmembers: 2\n")
     result = train_head(str(det[0].best), data, epochs=12, batch=8, imgsz=96, name="head", config=str(config), project=root,
-                        workers=0, lr=3e-3, jitter=0.03)
+                        workers=0, lr=3e-3, jitter=0.03, flip=True)
     return data, det[0].best, result

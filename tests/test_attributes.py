@@ -35,6 +35,66 @@ def test_head_checkpoint_is_self_describing_and_weights_only(tmp_path):
     assert torch.equal(head.eval()(features, boxes, (128, 128))[0], again(features, boxes, (128, 128))[0])
 
 
+def test_members_average_probabilities_and_learn_from_their_own_losses(tmp_path):
+    torch.manual_seed(0)
+    attributes = [{"name": "size", "values": ["small", "big"]}, {"name": "shape", "values": ["round", "oval", "odd"]}]
+    cfg = HeadConfig(layers=[4], in_channels=[8], attributes=attributes, imgsz=128, members=3)
+    head = AttributeHead(cfg).eval()
+    features, boxes = [torch.randn(2, 8, 16, 16)], torch.tensor([[0, 10.0, 10.0, 60.0, 70.0], [1, 5.0, 30.0, 90.0, 80.0]])
+    members = head.member_logits(features, boxes, (128, 128))
+    assert len(members) == 3 and not torch.allclose(members[0][0], members[1][0])  # independently initialised
+    for a, logits in enumerate(head(features, boxes, (128, 128))):
+        mean = torch.stack([m[a].softmax(1) for m in members]).mean(0)
+        assert torch.allclose(logits.softmax(1), mean, atol=1e-6)
+    targets = torch.tensor([[0, 2], [1, UNKNOWN]])
+    expected = torch.stack([attribute_loss(m, targets) for m in members]).mean()
+    assert torch.allclose(head.loss(features, boxes, (128, 128), targets), expected)
+    head.save(tmp_path / "h.pt")
+    assert torch.equal(AttributeHead.load(tmp_path / "h.pt")(features, boxes, (128, 128))[1], head(features, boxes, (128, 128))[1])
+
+
+def test_members_may_pool_different_layers(tmp_path):
+    attributes = [{"name": "size", "values": ["small", "big"]}]
+    cfg = HeadConfig(layers=[2, 4], in_channels=[8, 16], attributes=attributes, imgsz=128, members=[[4], [2, 4]])
+    head = AttributeHead(cfg).eval()
+    assert [b.reduce[0].in_channels for b in head.branches] == [16, 24]
+    features, boxes = [torch.randn(1, 8, 32, 32), torch.randn(1, 16, 16, 16)], torch.tensor([[0, 10.0, 10.0, 60.0, 70.0]])
+    before = head.member_logits(features, boxes, (128, 128))
+    features[0] = features[0] + 1  # layer 2 reaches the second member only
+    after = head.member_logits(features, boxes, (128, 128))
+    assert torch.equal(before[0][0], after[0][0]) and not torch.allclose(before[1][0], after[1][0])
+    head.save(tmp_path / "h.pt")
+    assert torch.equal(AttributeHead.load(tmp_path / "h.pt")(features, boxes, (128, 128))[0], head(features, boxes, (128, 128))[0])
+    with pytest.raises(ValueError, match="subset of layers"):
+        AttributeHead(HeadConfig(layers=[2, 4], in_channels=[8, 16], attributes=attributes, members=[[6]]))
+
+
+def test_a_head_saved_before_members_existed_still_loads(tmp_path):
+    from dataclasses import asdict
+
+    cfg = HeadConfig(layers=[4], in_channels=[8], attributes=[{"name": "size", "values": ["small", "big"]}], imgsz=128)
+    head = AttributeHead(cfg).eval()
+    old = {k.removeprefix("branches.0."): v for k, v in head.state_dict().items()}  # the single-branch layout
+    config = {k: v for k, v in asdict(cfg).items() if k != "members"}
+    torch.save({"config": config, "state_dict": old}, tmp_path / "old.pt")
+    features, boxes = [torch.randn(1, 8, 16, 16)], torch.tensor([[0, 10.0, 10.0, 60.0, 70.0]])
+    assert torch.equal(AttributeHead.load(tmp_path / "old.pt")(features, boxes, (128, 128))[0], head(features, boxes, (128, 128))[0])
+
+
+def test_mirrored_fields_carry_their_boxes(synthetic):
+    from wbc.attributes.data import AttributeFields
+    from wbc.canonical import prepare
+
+    canonical = prepare(synthetic("coco"))
+    plain, mirrored = AttributeFields(canonical, "train", 128), AttributeFields(canonical, "train", 128, mirror=True)
+    (image, boxes, codes), (flipped, flipped_boxes, same_codes) = plain[0], mirrored[0]
+    assert np.array_equal(flipped, image[:, ::-1]) and np.array_equal(codes, same_codes)
+    x1, y1, x2, y2 = (int(round(v)) for v in boxes[0])
+    fx1, fy1, fx2, fy2 = (int(round(v)) for v in flipped_boxes[0])
+    assert (fx1, fy1, fx2, fy2) == (128 - x2, y1, 128 - x1, y2)
+    assert np.array_equal(flipped[fy1:fy2, fx1:fx2], image[y1:y2, x1:x2][:, ::-1])
+
+
 def test_box_size_reaches_the_head_only_when_configured():
     """On a uniform feature map RoIAlign pools the same values for any box: only the box-size input can tell sizes apart."""
     features = [torch.ones(1, 8, 16, 16)]

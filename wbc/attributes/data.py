@@ -34,9 +34,11 @@ def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
 class AttributeFields(Dataset):
     """One item per field that has at least one box with a known value of a used attribute.
 
-    Returns (letterboxed BGR image, boxes (k, 4) xyxy in letterbox pixels, codes (k, A) int64)."""
+    Returns (letterboxed BGR image, boxes (k, 4) xyxy in letterbox pixels, codes (k, A) int64).
+    ``mirror``: every field flipped left-right (boxes with it): the same cells, seen as a new field
+    by the detector, whose features are not mirror-symmetric."""
 
-    def __init__(self, canonical: CanonicalDataset, split: str, imgsz: int):
+    def __init__(self, canonical: CanonicalDataset, split: str, imgsz: int, mirror: bool = False):
         spec = canonical.spec
         self.attributes = [a.name for a in spec.used_attributes]
         table = canonical.attributes()
@@ -44,7 +46,7 @@ class AttributeFields(Dataset):
         table = table[(table[self.attributes] >= 0).any(axis=1)]
         if table.empty:
             raise ValueError(f"{spec.name} {split}: no box has a known attribute value")
-        self.root, self.split, self.imgsz = canonical.root, split, imgsz
+        self.root, self.split, self.imgsz, self.mirror = canonical.root, split, imgsz, mirror
         self.items = [(image, rows[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), rows[self.attributes].to_numpy(np.int64))
                       for image, rows in table.groupby("image", sort=True)]
 
@@ -58,7 +60,11 @@ class AttributeFields(Dataset):
         if image is None:
             raise OSError(f"{path}: cannot be read")
         image, gain, (px, py) = letterbox(image, self.imgsz)
-        return image, boxes * gain + np.array([px, py, px, py], np.float32), codes
+        boxes = boxes * gain + np.array([px, py, px, py], np.float32)
+        if self.mirror:
+            width = image.shape[1]
+            image, boxes = np.ascontiguousarray(image[:, ::-1]), np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+        return image, boxes, codes
 
 
 def collate(batch):

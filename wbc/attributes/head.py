@@ -7,6 +7,7 @@ Boxes are ``(K, 5)`` tensors ``[batch_index, x1, y1, x2, y2]`` in pixels of the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ class HeadConfig:
     roi_size: int = 7
     hidden: int = 128
     dropout: float = 0.1
+    members: int | list[list[int]] = 1  # branches whose probabilities are averaged: a count (each pools every layer) or each one's layers
     box_size: bool = False  # also feed log(box width, height / input size) to the MLP (RoIAlign alone is blind to size)
     in_channels: list[int] = field(default_factory=list)  # filled from the detector
     attributes: list[dict] = field(default_factory=list)  # [{name, values}] of the attributes it predicts
@@ -35,42 +37,84 @@ class HeadConfig:
     def from_yaml(cls, path: str | Path | None = None) -> "HeadConfig":
         path = Path(path) if path else REPO_ROOT / "attribute_head" / "default.yaml"
         raw = yaml.safe_load(path.read_text()) or {}
-        unknown = sorted(set(raw) - {"layers", "roi_size", "hidden", "dropout", "box_size"})
+        unknown = sorted(set(raw) - {"layers", "roi_size", "hidden", "dropout", "members", "box_size"})
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {unknown}")
         return cls(**raw)
+
+    @property
+    def member_layers(self) -> list[list[int]]:
+        """The layers each member pools (a subset of ``layers``)."""
+        if isinstance(self.members, int):
+            if self.members < 1:
+                raise ValueError(f"head members must be >= 1, got {self.members}")
+            return [list(self.layers)] * self.members
+        if not self.members or any(not m or set(m) - set(self.layers) for m in self.members):
+            raise ValueError(f"head members {self.members}: each must be a non-empty subset of layers {self.layers}")
+        return [list(m) for m in self.members]
 
     @property
     def value_counts(self) -> list[int]:
         return [len(a["values"]) for a in self.attributes]
 
 
-class AttributeHead(nn.Module):
-    def __init__(self, config: HeadConfig):
+class _Branch(nn.Module):
+    """One member of the head: a 1x1 + 3x3 conv stack on the pooled maps, average pooling, an MLP."""
+
+    def __init__(self, config: HeadConfig, in_channels: int):
         super().__init__()
-        if not config.in_channels or not config.attributes:
-            raise ValueError("HeadConfig needs in_channels (from the detector) and attributes (from the dataset)")
-        self.config = config
         c = config.hidden
         self.reduce = nn.Sequential(
-            nn.Conv2d(sum(config.in_channels), c, 1, bias=False), nn.BatchNorm2d(c), nn.SiLU(),
+            nn.Conv2d(in_channels, c, 1, bias=False), nn.BatchNorm2d(c), nn.SiLU(),
             nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.SiLU(),
         )
         extra = 2 if config.box_size else 0
         self.classify = nn.Sequential(nn.Flatten(), nn.Dropout(config.dropout), nn.Linear(c + extra, c), nn.SiLU(), nn.Linear(c, sum(config.value_counts)))
 
-    def forward(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> list[torch.Tensor]:
-        """features: the tapped maps (B, C_i, H_i, W_i); boxes (K, 5); input_size (H, W) of the network input.
-        Returns one (K, n_values) logit tensor per attribute."""
+    def forward(self, pooled: torch.Tensor, size: torch.Tensor | None) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(self.reduce(pooled), 1).flatten(1)
+        return self.classify(x if size is None else torch.cat([x, size], 1))
+
+
+class AttributeHead(nn.Module):
+    """RoIAlign once per tapped layer, then one branch per member on the layers it pools; with more
+    than one member the head's output is the log of their mean probabilities (an ensemble in one
+    module: the pooled features are shared, so a member costs only its small conv stack and MLP)."""
+
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        if not config.in_channels or not config.attributes:
+            raise ValueError("HeadConfig needs in_channels (from the detector) and attributes (from the dataset)")
+        self.config = config
+        channels = dict(zip(config.layers, config.in_channels))
+        self.levels = [[config.layers.index(layer) for layer in member] for member in config.member_layers]
+        self.branches = nn.ModuleList(_Branch(config, sum(channels[layer] for layer in member)) for member in config.member_layers)
+
+    def member_logits(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> list[list[torch.Tensor]]:
+        """Per member, one (K, n_values) logit tensor per attribute (arguments as ``forward``)."""
         s = self.config.roi_size
         pooled = [roi_align(f, boxes.to(f.dtype), (s, s), spatial_scale=f.shape[-1] / input_size[1], sampling_ratio=2, aligned=True)
-                  for f in features]
-        x = F.adaptive_avg_pool2d(self.reduce(torch.cat(pooled, 1)), 1).flatten(1)
+                  for f in features]  # each level once, whichever members use it
+        size = None
         if self.config.box_size:
             wh = (boxes[:, 3:5] - boxes[:, 1:3]).clamp(min=1.0) / torch.tensor([input_size[1], input_size[0]], device=boxes.device)
-            x = torch.cat([x, wh.log().to(x.dtype)], 1)
-        logits = self.classify(x)
-        return list(logits.split(self.config.value_counts, dim=1))
+            size = wh.log().to(pooled[0].dtype)
+        return [list(branch(torch.cat([pooled[i] for i in levels], 1), size).split(self.config.value_counts, dim=1))
+                for branch, levels in zip(self.branches, self.levels)]
+
+    def forward(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> list[torch.Tensor]:
+        """features: the tapped maps (B, C_i, H_i, W_i); boxes (K, 5); input_size (H, W) of the network input.
+        Returns one (K, n_values) logit tensor per attribute (softmax gives the members' mean probability)."""
+        members = self.member_logits(features, boxes, input_size)
+        if len(members) == 1:
+            return members[0]
+        log_n = math.log(len(members))
+        return [torch.stack([m[a].log_softmax(1) for m in members]).logsumexp(0) - log_n for a in range(len(members[0]))]
+
+    def loss(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int], targets: torch.Tensor,
+             class_weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Training loss: every member's :func:`attribute_loss`, averaged (members learn independently)."""
+        return torch.stack([attribute_loss(m, targets, class_weights) for m in self.member_logits(features, boxes, input_size)]).mean()
 
     def save(self, path: str | Path) -> None:
         """A self-describing file: plain tensors and plain data, loadable with weights_only=True."""
@@ -80,7 +124,10 @@ class AttributeHead(nn.Module):
     def load(cls, path: str | Path) -> "AttributeHead":
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         head = cls(HeadConfig(**ckpt["config"]))
-        head.load_state_dict(ckpt["state_dict"])
+        state = ckpt["state_dict"]
+        if not any(k.startswith("branches.") for k in state):  # a single-branch head saved before members existed
+            state = {f"branches.0.{k}": v for k, v in state.items()}
+        head.load_state_dict(state)
         return head.eval()
 
 

@@ -27,7 +27,7 @@ from ultralytics.utils import LOGGER, colorstr
 from ultralytics.utils.torch_utils import unwrap_model
 
 from wbc.attributes.data import jitter_boxes
-from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_classes, attribute_loss, head_path_for, probe_channels
+from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_classes, head_path_for, probe_channels
 from wbc.schema import UNKNOWN, load_spec
 from wbc.training import WBCDetectionTrainer
 
@@ -100,7 +100,7 @@ class JointCriterion:
             h, w = batch["img"].shape[-2:]
             xywh = batch["bboxes"][known] * torch.tensor([w, h, w, h], device=codes.device)
             boxes = torch.cat([batch["batch_idx"][known].view(-1, 1).float(), xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1)
-            attr = attribute_loss(self.head(self.tap.features, jitter_boxes(boxes, self.jitter), (h, w)), codes[known])
+            attr = self.head.loss(self.tap.features, jitter_boxes(boxes, self.jitter), (h, w), codes[known])
         else:
             attr = loss.sum() * 0.0
         batch_size = batch["img"].shape[0]

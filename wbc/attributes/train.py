@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
 from ultralytics.utils import LOGGER, TQDM
 
 from wbc.attributes.data import AttributeFields, collate, jitter_boxes
 from wbc.attributes.features import FieldFeatures, cache_bytes, cache_fits, collate_features
-from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_classes, attribute_loss, probe_channels
+from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_classes, probe_channels
 from wbc.attributes.metrics import summarize_attributes
 from wbc.canonical import prepare
 from wbc.inference import load_detector
@@ -112,8 +112,7 @@ def fit_head(head: AttributeHead, train_batches, val_batches, input_size: tuple[
         head.train()
 
         def batch_loss(maps, boxes, codes):
-            logits = head(maps, jitter_boxes(boxes, jitter).to(device), input_size)
-            return attribute_loss(logits, codes.to(device), class_weights)
+            return head.loss(maps, jitter_boxes(boxes, jitter).to(device), input_size, codes.to(device), class_weights)
 
         train_loss, epoch_s = train_one_epoch(train_batches, batch_loss, optimizer, scheduler, f"head epoch {epoch + 1}/{epochs}")
         scores = summarize_attributes(names, head.config.value_counts, *predict_codes(head, val_batches, input_size, device))
@@ -146,7 +145,7 @@ def frozen_detector(weights: str, layers: list[int], imgsz: int | None, device) 
 def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz: int | None = None, name: str = "exp",
                config: str | None = None, lr: float = 2e-3, jitter: float = 0.05, balance: bool = False, device: str = "cpu",
                workers: int = 2, project: Path | None = None, data_root: str | None = None, seed: int = 0,
-               cache: bool = True) -> dict:
+               cache: bool = True, flip: bool = False) -> dict:
     torch.manual_seed(seed)
     canonical = prepare(data, data_root)
     device = torch.device(device)
@@ -157,17 +156,21 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
                   classes=attribute_classes(canonical.spec))
     head = AttributeHead(cfg).to(device)
 
-    fields = {split: AttributeFields(canonical, split, imgsz) for split in ("train", "val")}
-    if cache and not cache_fits(cache_bytes(tap, sum(len(f) for f in fields.values()))):
+    sources = {"train": [AttributeFields(canonical, "train", imgsz)], "val": [AttributeFields(canonical, "val", imgsz)]}
+    if flip:
+        sources["train"].append(AttributeFields(canonical, "train", imgsz, mirror=True))
+    if cache and not cache_fits(cache_bytes(tap, sum(len(f) for fields in sources.values() for f in fields))):
         LOGGER.warning("detector features do not fit in half the available RAM; running the detector every epoch")
         cache = False
     if cache:
-        train_batches, val_batches = (CachedBatches(FieldFeatures(detector, tap, fields[s], batch, device, workers), batch, s == "train", device)
-                                      for s in ("train", "val"))
+        train_batches, val_batches = (CachedBatches(ConcatDataset([FieldFeatures(detector, tap, f, batch, device, workers) for f in sources[s]]),
+                                                    batch, s == "train", device) for s in ("train", "val"))
     else:
-        train_batches, val_batches = (DetectorBatches(detector, tap, DataLoader(fields[s], batch, shuffle=s == "train", num_workers=workers,
-                                                                                collate_fn=collate), device) for s in ("train", "val"))
-    class_weights = balanced_weights(np.concatenate([c for _, _, c in fields["train"].items]), cfg.value_counts) if balance else None
+        train_batches, val_batches = (DetectorBatches(detector, tap, DataLoader(ConcatDataset(sources[s]), batch, shuffle=s == "train",
+                                                                                num_workers=workers, collate_fn=collate), device)
+                                      for s in ("train", "val"))
+    train_codes = np.concatenate([c for _, _, c in sources["train"][0].items])
+    class_weights = balanced_weights(train_codes, cfg.value_counts) if balance else None
     out = new_run_dir(name, project or REPO_ROOT / "runs" / "attributes")
     result = fit_head(head, train_batches, val_batches, (imgsz, imgsz), out, epochs, lr, jitter, class_weights, device)
     tap.remove()
@@ -187,12 +190,13 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--jitter", type=float, default=0.05, help="box edge jitter, fraction of box size")
     p.add_argument("--balance", action="store_true", help="weight rare values up in the loss")
+    p.add_argument("--flip", action="store_true", help="also train on every field mirrored left-right (twice the cache and epoch time)")
     p.add_argument("--no-cache", action="store_true", help="run the detector every epoch instead of caching its features in RAM")
     p.add_argument("--device", default="cpu")
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     result = train_head(args.weights, args.data, args.epochs, args.batch, args.imgsz, args.name, args.config, args.lr,
-                        args.jitter, args.balance, args.device, cache=not args.no_cache)
+                        args.jitter, args.balance, args.device, cache=not args.no_cache, flip=args.flip)
     print(f"best val mean accuracy (ground-truth boxes) {result['best_mean_accuracy']:.4f}; head at {result['save_dir'] / 'head.pt'}")
 
 
