@@ -81,18 +81,30 @@ def test_a_head_saved_before_members_existed_still_loads(tmp_path):
     assert torch.equal(AttributeHead.load(tmp_path / "old.pt")(features, boxes, (128, 128))[0], head(features, boxes, (128, 128))[0])
 
 
-def test_mirrored_fields_carry_their_boxes(synthetic):
+@pytest.mark.parametrize("view", range(8))
+def test_turned_fields_carry_their_boxes(synthetic, view):
     from wbc.attributes.data import AttributeFields
     from wbc.canonical import prepare
 
     canonical = prepare(synthetic("coco"))
-    plain, mirrored = AttributeFields(canonical, "train", 128), AttributeFields(canonical, "train", 128, mirror=True)
-    (image, boxes, codes), (flipped, flipped_boxes, same_codes) = plain[0], mirrored[0]
-    assert np.array_equal(flipped, image[:, ::-1]) and np.array_equal(codes, same_codes)
+    (image, boxes, codes), (turned, turned_boxes, same_codes) = AttributeFields(canonical, "train", 128)[0], AttributeFields(canonical, "train", 128, view)[0]
+    assert np.array_equal(codes, same_codes) and turned.shape == image.shape
     x1, y1, x2, y2 = (int(round(v)) for v in boxes[0])
-    fx1, fy1, fx2, fy2 = (int(round(v)) for v in flipped_boxes[0])
-    assert (fx1, fy1, fx2, fy2) == (128 - x2, y1, 128 - x1, y2)
-    assert np.array_equal(flipped[fy1:fy2, fx1:fx2], image[y1:y2, x1:x2][:, ::-1])
+    tx1, ty1, tx2, ty2 = (int(round(v)) for v in turned_boxes[0])
+    cell = image[y1:y2, x1:x2]
+    if view >= 4:
+        cell = cell[:, ::-1]
+    assert np.array_equal(turned[ty1:ty2, tx1:tx2], np.rot90(cell, view % 4))
+
+
+def test_random_views_vary(synthetic):
+    from wbc.attributes.data import AttributeFields
+    from wbc.canonical import prepare
+
+    fields = AttributeFields(prepare(synthetic("coco")), "train", 128, view=None)
+    torch.manual_seed(0)
+    images = [fields[0][0] for _ in range(16)]
+    assert len({im.tobytes() for im in images}) > 2
 
 
 def test_box_size_reaches_the_head_only_when_configured():
@@ -202,3 +214,25 @@ def test_cached_features_are_the_frozen_detectors_own(trained):
         assert np.array_equal(cache[i][1], boxes) and np.array_equal(cache[i][2], codes)
     subset = cache.select([6, 2])
     assert [m.shape[0] for m in subset[0][0]] == [channels[2], channels[0]]
+
+
+def test_augmented_training_runs_the_detector_on_turned_fields(trained, tmp_path, monkeypatch):
+    from wbc.attributes.data import AttributeFields
+    from wbc.attributes.train import DetectorBatches, train_head
+
+    data, detector, _ = trained
+    config = tmp_path / "head.yaml"
+    config.write_text("layers: [2, 4]\n")
+    seen = []
+    original = DetectorBatches.__init__
+
+    def spy(self, detector, tap, loader, device):
+        seen.append(loader.dataset.datasets[0])
+        original(self, detector, tap, loader, device)
+
+    monkeypatch.setattr(DetectorBatches, "__init__", spy)
+    result = train_head(str(detector), data, epochs=2, batch=8, imgsz=96, name="aug", config=str(config), project=tmp_path,
+                        workers=0, augment=True)
+    assert [f.view for f in seen] == [None]  # train: a random view per item; val stays cached
+    assert isinstance(seen[0], AttributeFields) and len(result["history"]) == 2
+    assert 0 < result["best_mean_accuracy"] <= 1 and (result["save_dir"] / "head.pt").is_file()

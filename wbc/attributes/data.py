@@ -35,10 +35,11 @@ class AttributeFields(Dataset):
     """One item per field that has at least one box with a known value of a used attribute.
 
     Returns (letterboxed BGR image, boxes (k, 4) xyxy in letterbox pixels, codes (k, A) int64).
-    ``mirror``: every field flipped left-right (boxes with it): the same cells, seen as a new field
-    by the detector, whose features are not mirror-symmetric."""
+    ``view``: one of the 8 rotations / reflections of the square field (:func:`dihedral`; 0 = as is),
+    or None for a random one per item (augmentation). A turned field shows the same cells to the
+    detector as new data: its features are not the turned features of the original."""
 
-    def __init__(self, canonical: CanonicalDataset, split: str, imgsz: int, mirror: bool = False):
+    def __init__(self, canonical: CanonicalDataset, split: str, imgsz: int, view: int | None = 0):
         spec = canonical.spec
         self.attributes = [a.name for a in spec.used_attributes]
         table = canonical.attributes()
@@ -46,7 +47,7 @@ class AttributeFields(Dataset):
         table = table[(table[self.attributes] >= 0).any(axis=1)]
         if table.empty:
             raise ValueError(f"{spec.name} {split}: no box has a known attribute value")
-        self.root, self.split, self.imgsz, self.mirror = canonical.root, split, imgsz, mirror
+        self.root, self.split, self.imgsz, self.view = canonical.root, split, imgsz, view
         self.items = [(image, rows[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), rows[self.attributes].to_numpy(np.int64))
                       for image, rows in table.groupby("image", sort=True)]
 
@@ -61,10 +62,22 @@ class AttributeFields(Dataset):
             raise OSError(f"{path}: cannot be read")
         image, gain, (px, py) = letterbox(image, self.imgsz)
         boxes = boxes * gain + np.array([px, py, px, py], np.float32)
-        if self.mirror:
-            width = image.shape[1]
-            image, boxes = np.ascontiguousarray(image[:, ::-1]), np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
-        return image, boxes, codes
+        view = int(torch.randint(8, ())) if self.view is None else self.view  # torch's RNG: seeded per DataLoader worker and epoch
+        return (*dihedral(image, boxes, view), codes) if view else (image, boxes, codes)
+
+
+def dihedral(image: np.ndarray, boxes: np.ndarray, view: int) -> tuple[np.ndarray, np.ndarray]:
+    """A square image and its (k, 4) xyxy boxes mirrored left-right if ``view`` >= 4, then turned
+    ``view % 4`` quarter turns counter-clockwise (``np.rot90``)."""
+    size = image.shape[1]
+    if image.shape[0] != size:
+        raise ValueError(f"dihedral views need a square image, got {image.shape[1]}x{image.shape[0]}")
+    boxes = boxes.astype(np.float32, copy=True)
+    if view >= 4:
+        image, boxes = image[:, ::-1], np.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], 1)
+    for _ in range(view % 4):  # a point (x, y) goes to (y, size - x)
+        image, boxes = np.rot90(image), np.stack([boxes[:, 1], size - boxes[:, 2], boxes[:, 3], size - boxes[:, 0]], 1)
+    return np.ascontiguousarray(image), boxes
 
 
 def collate(batch):

@@ -145,7 +145,7 @@ def frozen_detector(weights: str, layers: list[int], imgsz: int | None, device) 
 def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz: int | None = None, name: str = "exp",
                config: str | None = None, lr: float = 2e-3, jitter: float = 0.05, balance: bool = False, device: str = "cpu",
                workers: int = 2, project: Path | None = None, data_root: str | None = None, seed: int = 0,
-               cache: bool = True, flip: bool = False) -> dict:
+               cache: bool = True, flip: bool = False, augment: bool = False) -> dict:
     torch.manual_seed(seed)
     canonical = prepare(data, data_root)
     device = torch.device(device)
@@ -156,19 +156,18 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
                   classes=attribute_classes(canonical.spec))
     head = AttributeHead(cfg).to(device)
 
-    sources = {"train": [AttributeFields(canonical, "train", imgsz)], "val": [AttributeFields(canonical, "val", imgsz)]}
-    if flip:
-        sources["train"].append(AttributeFields(canonical, "train", imgsz, mirror=True))
-    if cache and not cache_fits(cache_bytes(tap, sum(len(f) for fields in sources.values() for f in fields))):
+    sources = {"train": [AttributeFields(canonical, "train", imgsz, view=None if augment else 0)], "val": [AttributeFields(canonical, "val", imgsz)]}
+    if flip and not augment:
+        sources["train"].append(AttributeFields(canonical, "train", imgsz, view=4))
+    cached = [s for s in ("train", "val") if cache and not (s == "train" and augment)]  # a random view per epoch cannot be cached
+    if cached and not cache_fits(cache_bytes(tap, sum(len(f) for s in cached for f in sources[s]))):
         LOGGER.warning("detector features do not fit in half the available RAM; running the detector every epoch")
-        cache = False
-    if cache:
-        train_batches, val_batches = (CachedBatches(ConcatDataset([FieldFeatures(detector, tap, f, batch, device, workers) for f in sources[s]]),
-                                                    batch, s == "train", device) for s in ("train", "val"))
-    else:
-        train_batches, val_batches = (DetectorBatches(detector, tap, DataLoader(ConcatDataset(sources[s]), batch, shuffle=s == "train",
-                                                                                num_workers=workers, collate_fn=collate), device)
-                                      for s in ("train", "val"))
+        cached = []
+    train_batches, val_batches = (
+        CachedBatches(ConcatDataset([FieldFeatures(detector, tap, f, batch, device, workers) for f in sources[s]]), batch, s == "train", device)
+        if s in cached else
+        DetectorBatches(detector, tap, DataLoader(ConcatDataset(sources[s]), batch, shuffle=s == "train", num_workers=workers, collate_fn=collate), device)
+        for s in ("train", "val"))
     train_codes = np.concatenate([c for _, _, c in sources["train"][0].items])
     class_weights = balanced_weights(train_codes, cfg.value_counts) if balance else None
     out = new_run_dir(name, project or REPO_ROOT / "runs" / "attributes")
@@ -191,12 +190,15 @@ def main(argv=None):
     p.add_argument("--jitter", type=float, default=0.05, help="box edge jitter, fraction of box size")
     p.add_argument("--balance", action="store_true", help="weight rare values up in the loss")
     p.add_argument("--flip", action="store_true", help="also train on every field mirrored left-right (twice the cache and epoch time)")
+    p.add_argument("--augment", action="store_true",
+                   help="a random rotation / reflection of every training field each epoch; the detector then runs every epoch on train")
     p.add_argument("--no-cache", action="store_true", help="run the detector every epoch instead of caching its features in RAM")
     p.add_argument("--device", default="cpu")
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     result = train_head(args.weights, args.data, args.epochs, args.batch, args.imgsz, args.name, args.config, args.lr,
-                        args.jitter, args.balance, args.device, cache=not args.no_cache, flip=args.flip)
+                        args.jitter, args.balance, args.device, cache=not args.no_cache, flip=args.flip,
+                        augment=args.augment)
     print(f"best val mean accuracy (ground-truth boxes) {result['best_mean_accuracy']:.4f}; head at {result['save_dir'] / 'head.pt'}")
 
 
