@@ -45,6 +45,9 @@ def parse_args(argv=None):
     p.add_argument("--attribute-config", help="attribute head config (default attribute_head/default.yaml)")
     p.add_argument("--attribute-flip", action="store_true",
                    help="frozen head training also sees every training field mirrored (twice the feature cache and epoch time)")
+    p.add_argument("--attribute-augment", action="store_true",
+                   help="frozen head training turns every training field by a random rotation / reflection each epoch "
+                        "(the detector then runs every epoch on train)")
     return p.parse_args(argv)
 
 
@@ -84,7 +87,7 @@ def main(argv=None):
         final = results[-1]
         trained = train_head(str(final.best), args.data, args.attribute_epochs, imgsz=args.imgsz, name="attributes",
                              config=args.attribute_config, device=args.device, workers=args.workers, project=final.save_dir.parent,
-                             data_root=args.data_root, flip=args.attribute_flip)
+                             data_root=args.data_root, flip=args.attribute_flip, augment=args.attribute_augment)
         shutil.copy2(trained["save_dir"] / "head.pt", head_path_for(final.best))
         print(f"attribute head: val mean accuracy {trained['best_mean_accuracy']:.4f} on ground-truth boxes -> {head_path_for(final.best)}")
 
