@@ -146,6 +146,8 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
                config: str | None = None, lr: float = 2e-3, jitter: float = 0.05, balance: bool = False, device: str = "cpu",
                workers: int = 2, project: Path | None = None, data_root: str | None = None, seed: int = 0,
                cache: bool = True, flip: bool = False, augment: bool = False) -> dict:
+    if flip and augment:
+        raise ValueError("flip and augment together: augment already draws mirrored views; give one of them")
     torch.manual_seed(seed)
     canonical = prepare(data, data_root)
     device = torch.device(device)
@@ -157,7 +159,7 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
     head = AttributeHead(cfg).to(device)
 
     sources = {"train": [AttributeFields(canonical, "train", imgsz, view=None if augment else 0)], "val": [AttributeFields(canonical, "val", imgsz)]}
-    if flip and not augment:
+    if flip:
         sources["train"].append(AttributeFields(canonical, "train", imgsz, view=4))
     cached = [s for s in ("train", "val") if cache and not (s == "train" and augment)]  # a random view per epoch cannot be cached
     if cached and not cache_fits(cache_bytes(tap, sum(len(f) for s in cached for f in sources[s]))):
@@ -168,8 +170,7 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
         if s in cached else
         DetectorBatches(detector, tap, DataLoader(ConcatDataset(sources[s]), batch, shuffle=s == "train", num_workers=workers, collate_fn=collate), device)
         for s in ("train", "val"))
-    train_codes = np.concatenate([c for _, _, c in sources["train"][0].items])
-    class_weights = balanced_weights(train_codes, cfg.value_counts) if balance else None
+    class_weights = balanced_weights(np.concatenate([c for _, _, c in sources["train"][0].items]), cfg.value_counts) if balance else None
     out = new_run_dir(name, project or REPO_ROOT / "runs" / "attributes")
     result = fit_head(head, train_batches, val_batches, (imgsz, imgsz), out, epochs, lr, jitter, class_weights, device)
     tap.remove()
