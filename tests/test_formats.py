@@ -4,7 +4,7 @@ import pytest
 import yaml
 from conftest import shared_dataset
 
-from wbc.canonical import prepare
+from wbc.canonical import prepare, write_canonical
 from wbc.formats import read_dataset, write_dataset
 from wbc.schema import UNKNOWN, load_spec
 from wbc.synth import generate, make_dataset
@@ -74,6 +74,20 @@ def test_cache_is_reused_and_rebuilt_when_a_source_changes(tmp_path):
     table = changed.attributes()
     row = table[(table["image"] == name) & table["class"].isin(["LY", "MO", "NE"])]
     assert (row[[a.name for a in changed.spec.attributes]] == UNKNOWN).all(axis=None)
+
+
+def test_an_import_finished_by_another_process_first_is_kept(tmp_path):
+    """Two trainings started at once import the same dataset; the second to finish keeps the
+    first's cache (which the first may already be reading) and leaves no partial folder behind."""
+    yaml_path = generate(tmp_path / "raw", "yolo_csv")
+    first = prepare(yaml_path, cache=tmp_path / "cache")
+    marker = first.root / "labels" / "train" / "kept"
+    marker.touch()
+    write_canonical(read_dataset(first.spec), first.root, replace=False)  # the slower process finishing
+    assert marker.exists()
+    write_canonical(read_dataset(first.spec), first.root)  # an explicit rebuild replaces it
+    assert not marker.exists() and (first.root / "report.json").is_file()
+    assert [p.name for p in first.root.parent.iterdir()] == [first.root.name]
 
 
 def test_ultralytics_reads_the_canonical_form(synthetic):

@@ -84,10 +84,12 @@ class CanonicalDataset:
         return [s for s in self.spec.splits if (self.root / "labels" / s).is_dir()]
 
 
-def write_canonical(dataset: Dataset, out: Path) -> None:
-    """Write ``dataset`` in the canonical form to ``out`` (replacing it atomically)."""
+def write_canonical(dataset: Dataset, out: Path, replace: bool = True) -> None:
+    """Write ``dataset`` in the canonical form to ``out``, built aside and moved into place in one
+    rename, so that processes importing the same dataset at once never see or break a half-written
+    cache. ``replace=False``: if another process has put ``out`` in place meanwhile, keep that one."""
     spec = dataset.spec
-    tmp = out.with_name(out.name + ".partial")
+    tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     box_rows, field_rows = [], []
     for split, fields in dataset.splits.items():
@@ -113,8 +115,14 @@ def write_canonical(dataset: Dataset, out: Path) -> None:
             "source_yaml": str(spec.yaml_path)}
     (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     (tmp / "report.json").write_text(json.dumps([asdict(p) for p in dataset.problems.problems], indent=0))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    if replace:
+        shutil.rmtree(out, ignore_errors=True)
+    try:
+        tmp.rename(out)
+    except OSError:  # out exists again: another process finished the same build first
+        shutil.rmtree(tmp)
+        if replace or not (out / "report.json").is_file():
+            raise
 
 
 def prepare(yaml_path: str | Path, root: str | Path | None = None, rebuild: bool = False, cache: Path | None = None) -> CanonicalDataset:
@@ -125,5 +133,5 @@ def prepare(yaml_path: str | Path, root: str | Path | None = None, rebuild: bool
         problems = ProblemLog([Problem(**p) for p in json.loads((out / "report.json").read_text())])
         return CanonicalDataset(spec, out, problems, rebuilt=False)
     dataset = read_dataset(spec)
-    write_canonical(dataset, out)
+    write_canonical(dataset, out, replace=rebuild)
     return CanonicalDataset(spec, out, dataset.problems, rebuilt=True)
