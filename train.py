@@ -8,6 +8,7 @@
 import argparse
 import shutil
 import sys
+from pathlib import Path
 
 from wbc.attributes.head import HeadConfig, head_path_for
 from wbc.attributes.train import train_head
@@ -43,6 +44,9 @@ def parse_args(argv=None):
                         "saved beside the detector as best.attributes.pt")
     p.add_argument("--attribute-epochs", type=int, default=20, help="epochs of frozen head training")
     p.add_argument("--attribute-config", help="attribute head config (default attribute_head/default.yaml)")
+    p.add_argument("--attribute-init", type=Path,
+                   help="with --attributes joint: start the head from this saved head (e.g. the frozen one beside --weights) "
+                        "instead of from random weights; its layers and members replace --attribute-config")
     p.add_argument("--attribute-flip", action="store_true",
                    help="frozen head training also sees every training field mirrored (twice the feature cache and epoch time)")
     p.add_argument("--attribute-augment", action="store_true",
@@ -68,13 +72,17 @@ def main(argv=None):
     args = parse_args(argv)
     phases = [1, 2] if args.phase == "both" else [int(args.phase)]
     extra = {k: v for k, v in {"cache": args.cache, "time": args.time, "patience": args.patience, "optimizer": args.optimizer}.items() if v is not None}
+    if args.attribute_init is not None and (args.attributes != "joint" or args.attribute_config):
+        sys.exit("--attribute-init: only with --attributes joint, and instead of --attribute-config")
+    if args.attribute_init is not None and not args.attribute_init.is_file():
+        sys.exit(f"--attribute-init: {args.attribute_init} not found")
     head = HeadConfig.from_yaml(args.attribute_config) if args.attributes != "none" else None
     if head is not None and not load_spec(args.data, args.data_root).used_attributes:
         print(f"{args.data} declares no attributes: no attribute head")
         head = None
     results = train(args.data, args.weights, phases, per_phase(args.epochs, phases, "--epochs"), per_phase(args.hyp, phases, "--hyp"),
                     args.name, args.imgsz, args.batch, args.device, args.resume, args.data_root, exist_ok=args.exist_ok,
-                    workers=args.workers, cfg=args.cfg, extra=extra, joint_head=head if args.attributes == "joint" else None)
+                    workers=args.workers, cfg=args.cfg, extra=extra, joint_head=(args.attribute_init or head) if args.attributes == "joint" else None)
     print(f"\n{'phase':<6} {'epochs':>6} {'mAP50':>7} {'mAP50-95':>9} {'wall':>8}  weights")
     for r in results:
         print(f"{r.phase:<6} {r.epochs:>6} {r.metrics.get('metrics/mAP50(B)', float('nan')):>7.3f} "

@@ -110,3 +110,40 @@ def test_joint_phase_saves_a_plain_detector_with_the_head_beside_it_and_resumes(
     assert "train/attr" in header
     analyzer = WBCAnalyzer(results[0].best, conf=0.0)
     assert analyzer.head is not None and analyzer.imgsz == 64
+
+
+def test_joint_training_starts_from_a_saved_head_and_refuses_a_mismatched_one(joint_run, tmp_path):
+    from dataclasses import replace
+
+    from ultralytics.nn.tasks import DetectionModel
+
+    from wbc.attributes.head import FeatureTap, probe_channels
+    from wbc.attributes.joint import warm_head
+    from wbc.weights import model_config
+
+    data, root = joint_run
+    names = [{"name": a.name, "values": list(a.values)} for a in prepare(data).spec.used_attributes]
+    detector = DetectionModel(model_config("yolov5n"), nc=3, verbose=False)
+    tap = FeatureTap(detector, HEAD.layers)
+    saved = AttributeHead(replace(HEAD, attributes=names, in_channels=probe_channels(detector, tap, 64), imgsz=64))
+    tap.remove()
+    saved.save(tmp_path / "frozen.attributes.pt")
+
+    started = {}
+
+    def keep_head_and_stop(trainer):
+        started.update({k: v.clone() for k, v in trainer.model.attribute_head.state_dict().items()})
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(data, "yolov5n", [2], [1], ["scratch-high"], "warm", project=root, extra=FAST, joint_head=tmp_path / "frozen.attributes.pt",
+              callbacks={"on_train_epoch_start": keep_head_and_stop}, **TINY)
+    assert started.keys() == saved.state_dict().keys()
+    assert all(torch.equal(started[k], v) for k, v in saved.state_dict().items())
+
+    other = [{**names[0], "values": [*names[0]["values"], "extra"]}, *names[1:]]
+    with pytest.raises(ValueError, match="names and values must match"):
+        warm_head(tmp_path / "frozen.attributes.pt", detector, other, 64, None)
+    wider = DetectionModel(model_config("yolov5s"), nc=3, verbose=False)
+    with pytest.raises(ValueError, match="this detector's have"):
+        warm_head(tmp_path / "frozen.attributes.pt", wider, names, 64, None)

@@ -70,11 +70,11 @@ def checkpoint_finished(path: Path) -> bool:
 def run_phase(phase: int, data_yaml: Path, init: str, run_dir: Path, epochs: int, hyp: str | None = None,
               imgsz: int = 640, batch: int = 8, device: str = "cpu", resume: bool = False, workers: int = 2,
               cfg: str | None = None, extra: dict | None = None, callbacks: dict | None = None,
-              joint_head: HeadConfig | None = None) -> PhaseResult:
+              joint_head: HeadConfig | Path | None = None) -> PhaseResult:
     """Train one phase from ``init`` (weights or a model config); ``cfg`` optionally names the
     architecture the weights are transferred into. ``resume`` continues the phase's own last.pt.
-    ``joint_head``: train this attribute head together with the detector (wbc.attributes.joint);
-    the hyp key ``attribute`` weighs its loss."""
+    ``joint_head``: train this attribute head (a config, or a saved head to start from) together with
+    the detector (wbc.attributes.joint); the hyp key ``attribute`` weighs its loss."""
     save_dir = run_dir / f"phase{phase}"
     hyp_args, own = load_hyp(hyp or DEFAULT_HYPS[phase])
     if resume:
@@ -139,7 +139,7 @@ def phase_to_resume(run_dir: Path, phases: list[int]) -> tuple[int, bool] | None
 def train(data: str, weights: str | None, phases: list[int], epochs: list[int], hyps: list[str | None], name: str,
           imgsz: int = 640, batch: int = 8, device: str = "cpu", resume: bool = False, data_root: str | None = None,
           project: Path | None = None, exist_ok: bool = False, workers: int = 2, cfg: str | None = None,
-          extra: dict | None = None, callbacks: dict | None = None, joint_head: HeadConfig | None = None) -> list[PhaseResult]:
+          extra: dict | None = None, callbacks: dict | None = None, joint_head: HeadConfig | Path | None = None) -> list[PhaseResult]:
     """Run the requested phases in order; phase 2 starts from phase 1's last.pt (or ``weights`` when only phase 2 runs).
     ``joint_head``: the last phase trains this attribute head together with the detector."""
     if not resume and weights is None and cfg is None and phases[0] == 1:

@@ -107,13 +107,30 @@ class JointCriterion:
         return torch.cat([loss, (self.weight * attr * batch_size).view(1)]), {**items, "attr": attr.detach()}
 
 
+def warm_head(path: Path, model: torch.nn.Module, attributes: list[dict], imgsz: int, classes: list[str] | None) -> AttributeHead:
+    """A saved head to continue training on ``model``: its layers, members and weights, refused
+    unless it predicts exactly ``attributes`` and its layers have the channels ``model`` gives."""
+    head = AttributeHead.load(path).train()
+    if head.config.attributes != attributes:
+        raise ValueError(f"{path}: the head predicts {[a['name'] for a in head.config.attributes]} with their own value sets; "
+                         f"the dataset's used attributes are {[a['name'] for a in attributes]} (names and values must match)")
+    probe = FeatureTap(model, head.config.layers)
+    channels = probe_channels(model, probe, imgsz)
+    probe.remove()
+    if channels != list(head.config.in_channels):
+        raise ValueError(f"{path}: the head pools layers {head.config.layers} with {head.config.in_channels} channels; "
+                         f"this detector's have {channels}")
+    head.config.imgsz, head.config.classes = imgsz, classes
+    return head
+
+
 class AttributeTrainer(WBCDetectionTrainer):
     """DetectionTrainer that trains an attribute head together with the detector (see module doc).
 
     Class attributes set before ``train()``: ``head_config`` (layers and size; the attributes are
     the dataset's used ones), ``attribute_weight`` (hyp key ``attribute``), ``attribute_jitter``."""
 
-    head_config: HeadConfig | None = None
+    head_config: HeadConfig | Path | None = None  # a saved head (.pt) warm-starts the joint head from its weights
     attribute_weight: float = 1.0
     attribute_jitter: float = 0.05
 
@@ -125,11 +142,14 @@ class AttributeTrainer(WBCDetectionTrainer):
         imgsz = int(self.args.imgsz)
         source = self.data.get("source_yaml")
         classes = attribute_classes(load_spec(source)) if source and Path(source).is_file() else None
-        cfg_head = replace(self.head_config or HeadConfig.from_yaml(), attributes=self._attribute_names(), imgsz=imgsz, classes=classes)
-        probe = FeatureTap(model, cfg_head.layers)
-        cfg_head.in_channels = probe_channels(model, probe, imgsz)
-        probe.remove()
-        model.attribute_head = AttributeHead(cfg_head)
+        if isinstance(self.head_config, Path):
+            model.attribute_head = warm_head(self.head_config, model, self._attribute_names(), imgsz, classes)
+        else:
+            cfg_head = replace(self.head_config or HeadConfig.from_yaml(), attributes=self._attribute_names(), imgsz=imgsz, classes=classes)
+            probe = FeatureTap(model, cfg_head.layers)
+            cfg_head.in_channels = probe_channels(model, probe, imgsz)
+            probe.remove()
+            model.attribute_head = AttributeHead(cfg_head)
         saved = head_path_for(self.args.resume) if isinstance(self.args.resume, str) else None
         if saved is not None and saved.is_file():
             model.attribute_head.load_state_dict(AttributeHead.load(saved).state_dict())
