@@ -234,3 +234,11 @@ def test_cli_reports_user_errors_in_one_line(tmp_path):
     for args in (["--data", str(bad)], ["--weights", "yolov8x.pt"], ["--cfg", "yolov5n", "--hyp", "nonexistent"], []):
         proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_model_card_names_what_a_run_started_from():
+    from wbc.model_card import initial_weights
+    from wbc.paths import REPO_ROOT
+
+    assert initial_weights({"model": str(REPO_ROOT / "weights" / "previous.pt"), "pretrained": True}) == "weights/previous.pt"  # a fine-tune
+    assert initial_weights({"model": "models/yolov5n.yaml", "pretrained": "/w/yolov5nu.pt"}) == "/w/yolov5nu.pt"

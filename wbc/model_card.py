@@ -26,6 +26,7 @@ from wbc.canonical import prepare
 from wbc.evaluation.detection import validate
 from wbc.field_accuracy import field_accuracy_of_predictions, has_field_classes
 from wbc.offline import guard_downloads
+from wbc.paths import REPO_ROOT
 
 
 def evaluate(weights: Path, canonical, split: str, imgsz: int, batch: int = 16, device: str = "cpu") -> dict:
@@ -53,24 +54,39 @@ def checkpoint_summary(weights: Path) -> dict:
     results = ckpt.get("train_results") or {}
     if not ckpt.get("train_args") or not results.get("epoch"):
         raise ValueError(f"{weights}: the checkpoint carries no training arguments and results; pass --run")
-    return {"epochs": len(results["epoch"]), "train_seconds": float(results["time"][-1]), "args": ckpt["train_args"]}
+    model = ckpt.get("ema") or ckpt.get("model")
+    return {"epochs": len(results["epoch"]), "train_seconds": float(results["time"][-1]), "args": ckpt["train_args"],
+            "architecture": Path(model.yaml.get("yaml_file", "")).stem if model is not None else None}
+
+
+def initial_weights(args: dict) -> str:
+    """What a run started from: the checkpoint it fine-tuned, or the weights transferred into its config."""
+    if str(args["model"]).endswith(".pt"):
+        model = Path(args["model"])
+        return str(model.relative_to(REPO_ROOT) if model.is_relative_to(REPO_ROOT) else model)
+    if isinstance(args.get("pretrained"), str):
+        return args["pretrained"]
+    return "original YOLOv5 COCO checkpoint, backbone + neck transferred"
 
 
 def write_card(out: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "",
-               wbc_classes: list[str] | None = None) -> None:
+               wbc_classes: list[str] | None = None, history: str = "") -> None:
     weights = out.with_suffix(".pt")
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     a = summary["args"]
+    architecture = summary.get("architecture") or Path(a["model"]).stem
+    budget = f" (ultralytics `time` budget: {a['time']} h)" if a.get("time") else ""
     lines = [
         f"# {weights.name}", "",
-        f"WBC detector ({Path(a['model']).stem}, ultralytics v5u architecture) trained on `{data}`.", "",
+        f"WBC detector ({architecture}, ultralytics v5u architecture) trained on `{data}`.", "",
         "| | |", "|---|---|",
         f"| file | `{weights.name}` ({weights.stat().st_size / 1e6:.1f} MB, sha256 `{sha[:16]}…`) |",
         f"| classes | {', '.join(result['per_class'])} |",
         f"| data | `{data}` train split (canonical import, see README), validated on `{result['split']}` |",
-        f"| initial weights | `{a.get('pretrained') if isinstance(a.get('pretrained'), str) else 'original YOLOv5 COCO checkpoint, backbone + neck transferred'}` |",
+        f"| initial weights | `{initial_weights(a)}` |",
+        *([f"| history | {history} |"] if history else []),
         f"| command | `{command}` |",
-        f"| epochs | {summary['epochs']} (ultralytics `time` budget: {a.get('time')} h) |",
+        f"| epochs | {summary['epochs']}{budget} |",
         f"| image size | {a['imgsz']} px, batch {a['batch']}, optimizer {a['optimizer']} |",
         f"| machine | {machine} |",
         f"| wall time | {summary['train_seconds'] / 3600:.2f} h of training |", "",
@@ -115,6 +131,7 @@ def main(argv=None):
     p.add_argument("--head", type=Path, help="attribute head to ship with the weights (evaluated from predicted boxes)")
     p.add_argument("--head-command", default="", help="the command that trained the head, for the card")
     p.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU")
+    p.add_argument("--history", default="", help="how the initial weights were made, for a fine-tuned model's card")
     args = p.parse_args(argv)
     guard_downloads()
     weights = args.weights or args.run / "weights" / "best.pt"
@@ -135,7 +152,7 @@ def main(argv=None):
         cells = collect(analyzer, canonical, args.split)
         result["attributes"] = {"split": args.split, "match_iou": 0.5,
                                 **attribute_metrics(cells, cells.matches(0.5), analyzer.attribute_specs)}
-    write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command, canonical.spec.wbc_classes)
+    write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command, canonical.spec.wbc_classes, args.history)
     print(args.out.with_suffix(".md").read_text())
 
 
