@@ -3,6 +3,7 @@
     python train.py --data data/pbc_wbcatt.yaml --weights ../shared/weights/yolov5n.pt --imgsz 256 --epochs 10 --phase 1
     python train.py --data data/WBC_v1.yaml --cfg yolov5x --weights yolov5x.pt --phase both --epochs 100 200 --batch 8 --imgsz 640
     python train.py --name exp --resume          # continue the interrupted phase of runs/train/exp
+    python train.py --weights best.pt --phase 2 --attributes joint --attribute-init best.attributes.pt --hyp joint-finetune --optimizer AdamW
 """
 
 import argparse
