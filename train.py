@@ -83,7 +83,7 @@ def main(argv=None):
         head = None
     results = train(args.data, args.weights, phases, per_phase(args.epochs, phases, "--epochs"), per_phase(args.hyp, phases, "--hyp"),
                     args.name, args.imgsz, args.batch, args.device, args.resume, args.data_root, exist_ok=args.exist_ok,
-                    workers=args.workers, cfg=args.cfg, extra=extra, joint_head=(args.attribute_init or head) if args.attributes == "joint" else None)
+                    workers=args.workers, cfg=args.cfg, extra=extra, joint_head=(args.attribute_init or head) if args.attributes == "joint" and head is not None else None)
     print(f"\n{'phase':<6} {'epochs':>6} {'mAP50':>7} {'mAP50-95':>9} {'wall':>8}  weights")
     for r in results:
         print(f"{r.phase:<6} {r.epochs:>6} {r.metrics.get('metrics/mAP50(B)', float('nan')):>7.3f} "

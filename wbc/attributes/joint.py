@@ -127,8 +127,9 @@ def warm_head(path: Path, model: torch.nn.Module, attributes: list[dict], imgsz:
 class AttributeTrainer(WBCDetectionTrainer):
     """DetectionTrainer that trains an attribute head together with the detector (see module doc).
 
-    Class attributes set before ``train()``: ``head_config`` (layers and size; the attributes are
-    the dataset's used ones), ``attribute_weight`` (hyp key ``attribute``), ``attribute_jitter``."""
+    Class attributes set before ``train()``: ``head_config`` (layers and size, the attributes being
+    the dataset's used ones; or the path of a saved head to start from), ``attribute_weight`` (hyp
+    key ``attribute``), ``attribute_jitter``."""
 
     head_config: HeadConfig | Path | None = None  # a saved head (.pt) warm-starts the joint head from its weights
     attribute_weight: float = 1.0
