@@ -117,16 +117,14 @@ def test_joint_training_starts_from_a_saved_head_and_refuses_a_mismatched_one(jo
 
     from ultralytics.nn.tasks import DetectionModel
 
-    from wbc.attributes.head import FeatureTap, probe_channels
+    from wbc.attributes.head import layer_channels
     from wbc.attributes.joint import warm_head
     from wbc.weights import model_config
 
     data, root = joint_run
     names = [{"name": a.name, "values": list(a.values)} for a in prepare(data).spec.used_attributes]
     detector = DetectionModel(model_config("yolov5n"), nc=3, verbose=False)
-    tap = FeatureTap(detector, HEAD.layers)
-    saved = AttributeHead(replace(HEAD, attributes=names, in_channels=probe_channels(detector, tap, 64), imgsz=64))
-    tap.remove()
+    saved = AttributeHead(replace(HEAD, attributes=names, in_channels=layer_channels(detector, HEAD.layers, 64), imgsz=64))
     saved.save(tmp_path / "frozen.attributes.pt")
 
     started = {}

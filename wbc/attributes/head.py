@@ -171,6 +171,15 @@ def probe_channels(detector: nn.Module, tap: "FeatureTap", imgsz: int) -> list[i
     return [f.shape[1] for f in tap.features]
 
 
+def layer_channels(detector: nn.Module, layers: list[int], imgsz: int) -> list[int]:
+    """Channels of the given layers' outputs (:func:`probe_channels` through a tap used only for it)."""
+    tap = FeatureTap(detector, layers)
+    try:
+        return probe_channels(detector, tap, imgsz)
+    finally:
+        tap.remove()
+
+
 class FeatureTap:
     """Keeps the outputs of chosen detector layers from the last forward pass (forward hooks)."""
 

@@ -27,7 +27,7 @@ from ultralytics.utils import LOGGER, colorstr
 from ultralytics.utils.torch_utils import unwrap_model
 
 from wbc.attributes.data import jitter_boxes
-from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_classes, head_path_for, probe_channels
+from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_classes, head_path_for, layer_channels
 from wbc.schema import UNKNOWN, load_spec
 from wbc.training import WBCDetectionTrainer
 
@@ -114,9 +114,7 @@ def warm_head(path: Path, model: torch.nn.Module, attributes: list[dict], imgsz:
     if head.config.attributes != attributes:
         raise ValueError(f"{path}: the head predicts {[a['name'] for a in head.config.attributes]} with their own value sets; "
                          f"the dataset's used attributes are {[a['name'] for a in attributes]} (names and values must match)")
-    probe = FeatureTap(model, head.config.layers)
-    channels = probe_channels(model, probe, imgsz)
-    probe.remove()
+    channels = layer_channels(model, head.config.layers, imgsz)
     if channels != list(head.config.in_channels):
         raise ValueError(f"{path}: the head pools layers {head.config.layers} with {head.config.in_channels} channels; "
                          f"this detector's have {channels}")
@@ -147,9 +145,7 @@ class AttributeTrainer(WBCDetectionTrainer):
             model.attribute_head = warm_head(self.head_config, model, self._attribute_names(), imgsz, classes)
         else:
             cfg_head = replace(self.head_config or HeadConfig.from_yaml(), attributes=self._attribute_names(), imgsz=imgsz, classes=classes)
-            probe = FeatureTap(model, cfg_head.layers)
-            cfg_head.in_channels = probe_channels(model, probe, imgsz)
-            probe.remove()
+            cfg_head.in_channels = layer_channels(model, cfg_head.layers, imgsz)
             model.attribute_head = AttributeHead(cfg_head)
         saved = head_path_for(self.args.resume) if isinstance(self.args.resume, str) else None
         if saved is not None and saved.is_file():
