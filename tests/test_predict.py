@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from wbc.differential import UNIDENTIFIED, differential
+from wbc.differential import UNIDENTIFIED, differential, differential_table
 from wbc.inference import Cell
+from wbc.predict import model_cell_types
 
 
 def cell(cls, conf, box=(0, 0, 10, 10)):
@@ -25,6 +26,25 @@ def test_differential_counts_per_100_wbc_with_an_unidentified_bin():
     assert {k: v["count"] for k, v in run["per_class"].items()} == {"LY": 1, "NE": 2, UNIDENTIFIED: 1}
     assert run["per_class"]["NE"]["percent"] == 50.0
     assert d["per_image"]["b.jpg"]["wbc"] == 1 and d["per_image"]["a.jpg"]["per_class"][UNIDENTIFIED]["count"] == 1
+
+
+
+def test_nucleated_red_cells_are_reported_per_100_wbc_outside_the_differential():
+    cells = {"a.jpg": [cell("LY", 0.9), cell("NE", 0.8), cell("ERB", 0.9), cell("ERB", 0.3)], "b.jpg": [cell("NE", 0.95), cell("ERB", 0.7)]}
+    run = differential(cells, ["ERB", "LY", "NE"], review_conf=0.5, nrbc_classes=["ERB"])["run"]
+    # three confident WBC + the unsure ERB, which a reviewer must type: it stays in the n, like any unidentified cell
+    assert run["wbc"] == 4 and set(run["per_class"]) == {"LY", "NE", UNIDENTIFIED}
+    assert run["nrbc"] == {"ERB": {"count": 2, "per_100_wbc": 50.0}}
+    assert run["per_class"]["NE"]["percent"] == 50.0 and run["other"] == {}
+    assert "ERB 2 (50.0 per 100 WBC)" in differential_table(run)
+
+
+def test_cell_types_come_from_the_model_card(tmp_path):
+    names = ["ERB", "LY", "RBC"]
+    weights = tmp_path / "m.pt"
+    assert model_cell_types(weights, names) == (names, [])  # no card: every class is a WBC type
+    weights.with_suffix(".json").write_text(json.dumps({"wbc_classes": ["ERB", "LY"], "nrbc_classes": ["ERB"]}))
+    assert model_cell_types(weights, names) == (["ERB", "LY"], ["ERB"])
 
 
 class BlobDetector:

@@ -29,6 +29,7 @@ def test_shipped_yamls_load():
     assert [a.name for a in spec.used_attributes] == ["nuclear_chromatin", "nuclear_shape", "nucleolus", "cytoplasm",
                                                       "cytoplasmic_basophilia", "cytoplasmic_vacuoles"]
     assert spec.attributes[1].encode("2") == NOT_APPLICABLE
+    assert load_spec("data/pbc_wbcatt.yaml").nrbc_classes == ["ERB"]
 
 
 def test_data_root_override_by_env_and_argument(tmp_path, monkeypatch):
@@ -61,6 +62,7 @@ def test_attribute_codes():
     (MINIMAL + "attributes:\n  - {name: size, values: [a, b], unknown: [a]}\n", "values must be distinct"),
     (MINIMAL + "attributes:\n  - {name: size, values: [a, b], applies_to: [EO]}\n", "applies_to names unknown class 'EO'"),
     (MINIMAL + "nc: 3\n", "nc: 3 does not match the 2 names"),
+    (MINIMAL + "wbc_classes: [LY]\nnrbc_classes: [RBC]\n", "nrbc_classes: 'RBC' is not one of wbc_classes"),
 ])
 def test_bad_yaml_is_named(tmp_path, text, message):
     path = write(tmp_path, text)

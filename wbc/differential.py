@@ -4,6 +4,7 @@ unsure of put in an "unidentified" bin for review instead of being counted as a 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from wbc.inference import Cell
 
@@ -15,26 +16,37 @@ def review_bin(cell: Cell, wbc_classes: set[str], review_conf: float) -> str:
     return UNIDENTIFIED if cell.class_name in wbc_classes and cell.confidence < review_conf else cell.class_name
 
 
-def count(cells: list[Cell], wbc_classes: list[str], review_conf: float) -> dict:
+def count(cells: list[Cell], wbc_classes: list[str], review_conf: float, nrbc_classes: Sequence[str] = ()) -> dict:
     """{'wbc': n, 'per_class': {bin: {'count', 'percent'}} over WBC types and UNIDENTIFIED,
-    'other': {class: n} for cells that are not WBC types (RBC, platelets)}."""
-    wbc = set(wbc_classes)
-    bins = Counter(review_bin(c, wbc, review_conf) for c in cells)
-    n = sum(v for k, v in bins.items() if k in wbc or k == UNIDENTIFIED)
-    per_class = {k: {"count": bins.get(k, 0), "percent": 100 * bins.get(k, 0) / n if n else 0.0} for k in [*wbc_classes, UNIDENTIFIED]}
-    return {"wbc": n, "per_class": per_class, "other": {k: v for k, v in sorted(bins.items()) if k not in wbc and k != UNIDENTIFIED}}
+    'nrbc': {class: {'count', 'per_100_wbc'}} for nucleated red cells (``nrbc_classes``, typed like WBC but
+    outside the n, as a differential reports them), 'other': {class: n} for the rest (RBC, platelets)}.
+    A cell of ``wbc_classes`` or ``nrbc_classes`` below ``review_conf`` is UNIDENTIFIED and counts among the n."""
+    nrbc = list(nrbc_classes)
+    wbc = [c for c in wbc_classes if c not in nrbc]
+    typed = {*wbc, *nrbc}
+    bins = Counter(review_bin(c, typed, review_conf) for c in cells)
+    n = sum(bins.get(k, 0) for k in [*wbc, UNIDENTIFIED])
+    per_class = {k: {"count": bins.get(k, 0), "percent": 100 * bins.get(k, 0) / n if n else 0.0} for k in [*wbc, UNIDENTIFIED]}
+    nrbc_counts = {k: {"count": bins.get(k, 0), "per_100_wbc": 100 * bins.get(k, 0) / n if n else 0.0} for k in nrbc}
+    return {"wbc": n, "per_class": per_class, "nrbc": nrbc_counts,
+            "other": {k: v for k, v in sorted(bins.items()) if k not in typed and k != UNIDENTIFIED}}
 
 
-def differential(cells_by_image: dict[str, list[Cell]], wbc_classes: list[str], review_conf: float) -> dict:
+def differential(cells_by_image: dict[str, list[Cell]], wbc_classes: list[str], review_conf: float,
+                 nrbc_classes: Sequence[str] = ()) -> dict:
     """Per smear (image) and over the whole run."""
-    return {"review_conf": review_conf, "run": count([c for cells in cells_by_image.values() for c in cells], wbc_classes, review_conf),
-            "per_image": {name: count(cells, wbc_classes, review_conf) for name, cells in cells_by_image.items()}}
+    everything = [c for cells in cells_by_image.values() for c in cells]
+    return {"review_conf": review_conf, "run": count(everything, wbc_classes, review_conf, nrbc_classes),
+            "per_image": {name: count(cells, wbc_classes, review_conf, nrbc_classes) for name, cells in cells_by_image.items()}}
 
 
 def differential_table(counts: dict) -> str:
-    """Markdown: count and % of WBC per bin (bins that occur), then the total and the other cells."""
+    """Markdown: count and % of WBC per bin (bins that occur), the total, nucleated red cells per 100 WBC, other cells."""
     rows = [f"| {k} | {v['count']} | {v['percent']:.1f} |" for k, v in counts["per_class"].items() if v["count"]]
     lines = ["| class | count | % of WBC |", "|---|---|---|", *rows, f"| **WBC** | **{counts['wbc']}** | 100 |"]
+    nrbc = [f"{k} {v['count']} ({v['per_100_wbc']:.1f} per 100 WBC)" for k, v in counts["nrbc"].items() if v["count"]]
+    if nrbc:
+        lines.append("\nnucleated red cells, outside the differential: " + ", ".join(nrbc))
     if counts["other"]:
         lines.append("\nother cells: " + ", ".join(f"{k} {v}" for k, v in counts["other"].items()))
     return "\n".join(lines)

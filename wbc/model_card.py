@@ -70,7 +70,7 @@ def initial_weights(args: dict) -> str:
 
 
 def write_card(out: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "",
-               wbc_classes: list[str] | None = None, history: str = "") -> None:
+               wbc_classes: list[str] | None = None, history: str = "", nrbc_classes: list[str] | None = None) -> None:
     weights = out.with_suffix(".pt")
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     a = summary["args"]
@@ -114,9 +114,10 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
               "Trained on PBC fields (CellaVision DM96, one centred WBC per field, 360×363 px): expect lower accuracy on other "
               "scanners, stains and magnifications, and on fields with several or overlapping WBCs. Not a medical device."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    # wbc_classes: which of the model's classes are WBC types (predict.py's differential count reads it)
+    # wbc_classes: which of the model's classes are WBC types, nrbc_classes: which of those are nucleated red cells
+    # (predict.py's differential count reads both)
     out.with_suffix(".json").write_text(json.dumps({"result": result, "epochs": summary["epochs"], "train_seconds": summary["train_seconds"],
-                                                    "wbc_classes": wbc_classes}, indent=2))
+                                                    "wbc_classes": wbc_classes, "nrbc_classes": nrbc_classes or []}, indent=2))
 
 
 def main(argv=None):
@@ -152,7 +153,8 @@ def main(argv=None):
         cells = collect(analyzer, canonical, args.split)
         result["attributes"] = {"split": args.split, "match_iou": 0.5,
                                 **attribute_metrics(cells, cells.matches(0.5), analyzer.attribute_specs)}
-    write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command, canonical.spec.wbc_classes, args.history)
+    write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command, canonical.spec.wbc_classes, args.history,
+               canonical.spec.nrbc_classes)
     print(args.out.with_suffix(".md").read_text())
 
 

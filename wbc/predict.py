@@ -30,15 +30,13 @@ from wbc.sources import image_sources, load_image
 from wbc.tiling import analyze_tiled
 
 
-def model_wbc_classes(weights: str | Path, names: list[str]) -> list[str]:
-    """The WBC types among a model's classes: from the model card's JSON beside the weights
-    (``<stem>.json``, key ``wbc_classes``), else every class."""
+def model_cell_types(weights: str | Path, names: list[str]) -> tuple[list[str], list[str]]:
+    """(WBC types, nucleated red cell types) among a model's classes: from the model card's JSON beside
+    the weights (``<stem>.json``, keys ``wbc_classes`` and ``nrbc_classes``), else (every class, none)."""
     card = Path(weights).with_suffix(".json")
-    if card.is_file():
-        listed = json.loads(card.read_text()).get("wbc_classes")
-        if listed:
-            return [c for c in names if c in listed]
-    return list(names)
+    listed = json.loads(card.read_text()) if card.is_file() else {}
+    wbc = [c for c in names if c in (listed.get("wbc_classes") or names)]
+    return wbc, [c for c in wbc if c in (listed.get("nrbc_classes") or [])]
 
 
 def annotate(image: np.ndarray, cells: list[Cell], wbc: set[str], review_conf: float) -> np.ndarray:
@@ -67,8 +65,10 @@ def cell_rows(image: str, cells: list[Cell], wbc: set[str], review_conf: float) 
 def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS, head: str | Path | bool | None = None,
             imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7, review_conf: float = 0.5, tile: int | None = None,
             overlap: int | None = None, batch: int = 8, device: str = "cpu", cell_classifier: str | Path | None = None,
-            wbc_classes: list[str] | None = None, annotated: bool = True, report: bool = True, log=print) -> dict:
-    """Analyse every image of ``source`` and write the outputs to ``out``. Returns the run summary."""
+            wbc_classes: list[str] | None = None, annotated: bool = True, report: bool = True, log=print,
+            nrbc_classes: list[str] | None = None) -> dict:
+    """Analyse every image of ``source`` and write the outputs to ``out``. Returns the run summary.
+    ``wbc_classes`` / ``nrbc_classes``: None reads them from the model card (:func:`model_cell_types`)."""
     from ultralytics.utils import TQDM
 
     from wbc.classify.cell_classifier import CellClassifier
@@ -78,7 +78,9 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device,
                            cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None)
     names = list(analyzer.names.values())
-    wbc_list = wbc_classes or model_wbc_classes(weights, names)
+    card_wbc, card_nrbc = model_cell_types(weights, names)
+    wbc_list = wbc_classes or card_wbc
+    nrbc_list = [c for c in (card_nrbc if nrbc_classes is None else nrbc_classes) if c in wbc_list]
     wbc = set(wbc_list)
     tile = tile or round(1.5 * analyzer.imgsz)
     overlap = overlap if overlap is not None else tile // 3
@@ -122,7 +124,7 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     if not cells_by_image:
         raise UsageError(f"none of the {len(files)} files under {source} could be read: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
-    diff = differential(cells_by_image, wbc_list, review_conf)
+    diff = differential(cells_by_image, wbc_list, review_conf, nrbc_list)
     rows = [r for image_rows in rows_by_image.values() for r in image_rows]
     fields = list(dict.fromkeys(k for r in rows for k in r)) or ["image"]
     with (out / "cells.csv").open("w", newline="") as f:
@@ -142,7 +144,8 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     summary = {"images": len(cells_by_image), "skipped": len(skipped), "converted": sum(1 for v in notes.values() if v["note"]),
                "tiled": len(tiled), "cells": len(rows), "wbc": diff["run"]["wbc"], "seconds": time.time() - start,
                "weights": str(weights), "head": str(analyzer.head_path) if analyzer.head else None, "imgsz": analyzer.imgsz,
-               "conf": conf, "review_conf": review_conf, "tile": tile, "overlap": overlap, "wbc_classes": wbc_list}
+               "conf": conf, "review_conf": review_conf, "tile": tile, "overlap": overlap, "wbc_classes": wbc_list,
+               "nrbc_classes": nrbc_list}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log(differential_table(diff["run"]))
     for path, reason in skipped.items():
@@ -163,6 +166,8 @@ def main(argv=None):
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU")
     p.add_argument("--review-conf", type=float, default=0.5, help="WBC-type cells below this go to the 'unidentified' bin for review")
     p.add_argument("--wbc-classes", nargs="+", help="which classes are WBC types (default: from the model card beside the weights, else all)")
+    p.add_argument("--nrbc-classes", nargs="*", help="which of them are nucleated red cells, reported per 100 WBC outside the "
+                   "differential (default: from the model card; none when given without names)")
     p.add_argument("--tile", type=int, help="images with a side above this many pixels are tiled (default: 1.5 x the input size)")
     p.add_argument("--overlap", type=int, help="tile overlap in pixels, larger than a cell (default: a third of --tile)")
     p.add_argument("--cell-classifier", help="yaml naming detector classes and a crop classifier to call on them")
@@ -175,4 +180,4 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "predict", args.exist_ok)
     predict(args.source, out, args.weights, False if args.no_head else args.head, args.imgsz, args.conf, args.iou, args.review_conf,
-            args.tile, args.overlap, args.batch, args.device, args.cell_classifier, args.wbc_classes, not args.no_annotated, not args.no_report)
+            args.tile, args.overlap, args.batch, args.device, args.cell_classifier, args.wbc_classes, not args.no_annotated, not args.no_report, nrbc_classes=args.nrbc_classes)

@@ -34,9 +34,11 @@ def _img(image: np.ndarray) -> str:
 def _table(counts: dict, label: str) -> str:
     rows = "".join(f'<tr><td>{html.escape(k)}</td><td data-bin="{html.escape(k)}" data-count="{v["count"]}">{v["count"]}</td>'
                    f'<td>{v["percent"]:.1f}</td></tr>' for k, v in counts["per_class"].items() if v["count"])
+    nrbc = "".join(f'<tr><td>{html.escape(k)} (per 100 WBC)</td><td data-bin="{html.escape(k)}" data-count="{v["count"]}">{v["count"]}</td>'
+                   f'<td>{v["per_100_wbc"]:.1f}</td></tr>' for k, v in counts["nrbc"].items() if v["count"])
     other = ", ".join(f"{html.escape(k)} {v}" for k, v in counts["other"].items())
     return (f'<table data-table="{html.escape(label)}"><tr><th>class</th><th>count</th><th>% of WBC</th></tr>{rows}'
-            f'<tr><th>WBC</th><th data-bin="WBC" data-count="{counts["wbc"]}">{counts["wbc"]}</th><th>100</th></tr></table>'
+            f'<tr><th>WBC</th><th data-bin="WBC" data-count="{counts["wbc"]}">{counts["wbc"]}</th><th>100</th></tr>{nrbc}</table>'
             + (f'<p class="note">other cells: {other}</p>' if other else ""))
 
 

@@ -9,6 +9,8 @@ A dataset yaml extends the ultralytics data yaml::
     test: images/test            # optional; a split whose source is absent is reported and left out
     names: [BA, BNE, ...]        # class names, list or {id: name}
     wbc_classes: [BA, ...]       # optional: the classes that are WBC types (default: all)
+    nrbc_classes: [ERB]          # optional: those of them that are nucleated red cells: found and typed like
+                                 # WBC, but reported per 100 WBC outside the differential's 100
     source: {...}                # format-specific locations; "{split}" is replaced by the split name
     attributes:
       - name: cell_size
@@ -38,7 +40,7 @@ UNKNOWN = -1
 NOT_APPLICABLE = -2
 SPLITS = ("train", "val", "test")
 FORMATS = ("attridet", "lld", "coco", "voc", "yolo_csv")
-_SPEC_KEYS = {"name", "path", "format", "names", "nc", "wbc_classes", "source", "attributes", "download", *SPLITS}
+_SPEC_KEYS = {"name", "path", "format", "names", "nc", "wbc_classes", "nrbc_classes", "source", "attributes", "download", *SPLITS}
 _ATTRIBUTE_KEYS = {"name", "values", "unknown", "not_applicable", "applies_to", "use", "description"}
 
 
@@ -101,6 +103,7 @@ class DatasetSpec:
     attributes: list[Attribute]
     source: dict
     wbc_classes: list[str]
+    nrbc_classes: list[str] = field(default_factory=list)
     raw: dict = field(repr=False, default_factory=dict)
 
     def source_path(self, key: str, split: str, default: str | None = None) -> Path | None:
@@ -212,6 +215,10 @@ def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetS
     for cls in wbc_classes:
         if cls not in names:
             raise DatasetError(yaml_path, f"wbc_classes: unknown class {cls!r}")
+    nrbc_classes = [str(c) for c in raw.get("nrbc_classes") or []]
+    for cls in nrbc_classes:
+        if cls not in wbc_classes:
+            raise DatasetError(yaml_path, f"nrbc_classes: {cls!r} is not one of wbc_classes {wbc_classes}")
     source = raw.get("source") or {}
     if not isinstance(source, dict):
         raise DatasetError(yaml_path, "source: must be a mapping")
@@ -225,6 +232,7 @@ def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetS
         attributes=attributes,
         source=source,
         wbc_classes=wbc_classes,
+        nrbc_classes=nrbc_classes,
         raw=raw,
     )
 

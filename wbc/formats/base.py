@@ -199,6 +199,8 @@ def write_dataset_yaml(spec: DatasetSpec, out: Path, fmt: str, splits: dict[str,
     doc = {"name": spec.name, "path": str(out.resolve()), "format": fmt, **splits, "names": list(spec.names)}
     if spec.wbc_classes != spec.names:
         doc["wbc_classes"] = list(spec.wbc_classes)
+    if spec.nrbc_classes:
+        doc["nrbc_classes"] = list(spec.nrbc_classes)
     doc["source"] = source
     doc["attributes"] = [
         {k: v for k, v in {
