@@ -145,3 +145,25 @@ def test_joint_training_starts_from_a_saved_head_and_refuses_a_mismatched_one(jo
     wider = DetectionModel(model_config("yolov5s"), nc=3, verbose=False)
     with pytest.raises(ValueError, match="this detector's have"):
         warm_head(tmp_path / "frozen.attributes.pt", wider, names, 64, None)
+
+
+def test_nan_recovery_reloads_the_head_with_the_detector(joint_run):
+    """ultralytics reloads last.pt when the loss turns NaN; the head, which last.pt does not hold, comes back from beside it."""
+    data, root = joint_run
+    seen = {}
+
+    def poison_once(trainer):
+        if trainer.epoch == 1 and not seen:
+            seen["saved"] = AttributeHead.load(trainer.last.with_name("last.attributes.pt")).state_dict()
+            trainer.loss = torch.tensor(float("nan"))
+
+    def after_recovery(trainer):
+        if trainer.nan_recovery_attempts and "restored" not in seen:
+            seen["restored"] = {k: v.clone() for k, v in trainer.model.attribute_head.state_dict().items()}
+            seen["ema"] = hasattr(trainer.ema.ema, "attribute_head")
+
+    results = train(data, "yolov5n", [2], [3], ["scratch-high"], "nan", project=root, extra=FAST, joint_head=HEAD,
+                    callbacks={"on_train_epoch_end": poison_once, "on_train_epoch_start": after_recovery}, **TINY)
+    assert results[0].best.with_name("best.attributes.pt").is_file()
+    assert seen["ema"] and seen["restored"].keys() == seen["saved"].keys()
+    assert all(torch.allclose(seen["restored"][k].float(), v.float(), atol=1e-3) for k, v in seen["saved"].items())

@@ -15,6 +15,7 @@ clipping and EMA treat it like every other layer; ``save_model`` lifts it out, s
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import replace
 from pathlib import Path
 
@@ -168,8 +169,11 @@ class AttributeTrainer(WBCDetectionTrainer):
 
     def _setup_train(self):
         super()._setup_train()
+        self._attach_joint_loss()  # after the EMA copy: the EMA holds neither the hooks nor the criterion's features
+
+    def _attach_joint_loss(self):
         model = unwrap_model(self.model)
-        self.tap = FeatureTap(model, model.attribute_head.config.layers)  # after the EMA copy: hooks are not pickled
+        self.tap = FeatureTap(model, model.attribute_head.config.layers)
         model.criterion = JointCriterion(model.init_criterion(), model.attribute_head, self.tap, self.attribute_weight, self.attribute_jitter)
 
     def preprocess_batch(self, batch):
@@ -182,6 +186,27 @@ class AttributeTrainer(WBCDetectionTrainer):
         if ckpt is not None and self.resume and getattr(ckpt.get("ema"), "attribute_head", None) is None:
             ckpt["ema"].attribute_head = AttributeHead.load(head_path_for(self.args.resume)).half()  # strict EMA load needs it
         super().resume_training(ckpt)
+
+    def _handle_nan_recovery(self, epoch):
+        """ultralytics' NaN recovery reloads last.pt strictly into the model and rebuilds the EMA as a copy
+        of the model. last.pt holds no head, and the criterion holds the last pass's features, which cannot
+        be copied; so head, hooks and criterion are lifted out for that, and the head is then restored
+        from last.attributes.pt into the model and into the rebuilt EMA."""
+        model = unwrap_model(self.model)
+        head = model.attribute_head
+        self.tap.remove()
+        del model.attribute_head
+        model.criterion = None
+        try:
+            recovered = super()._handle_nan_recovery(epoch)
+        finally:
+            model.attribute_head = head
+            self._attach_joint_loss()
+        if recovered:
+            head.load_state_dict(AttributeHead.load(head_path_for(self.last)).state_dict())
+            if not hasattr(self.ema.ema, "attribute_head"):
+                self.ema.ema.attribute_head = deepcopy(head).requires_grad_(False)
+        return recovered
 
     def save_model(self):
         """Detector checkpoints without the head (plain ultralytics files); the EMA head beside each."""
