@@ -165,6 +165,10 @@ def test_transferred_model_trains(synthetic, tmp_path):
     results = train(str(synthetic("voc")), str(path), [1], [1], ["no-augmentation"], "transfer", project=tmp_path,
                     extra=FAST, callbacks={"on_train_epoch_end": lambda t: trained.append(sum(float(v) for v in t.tloss.values()))}, **TINY)
     assert results[0].transferred is not None and results[0].transferred[0] > 300
+    from wbc.model_card import checkpoint_summary, initial_weights
+
+    summary = checkpoint_summary(results[0].best)  # the card of this run names the checkpoint its weights came from
+    assert initial_weights(summary["args"], summary["run"]).startswith(f"yolov5n.pt (original YOLOv5 checkpoint; {results[0].transferred[0]} of")
     assert trained and all(torch.isfinite(torch.tensor(trained)))
 
 
@@ -242,3 +246,4 @@ def test_model_card_names_what_a_run_started_from():
 
     assert initial_weights({"model": str(REPO_ROOT / "weights" / "previous.pt"), "pretrained": True}) == "weights/previous.pt"  # a fine-tune
     assert initial_weights({"model": "models/yolov5n.yaml", "pretrained": "/w/yolov5nu.pt"}) == "/w/yolov5nu.pt"
+    assert initial_weights({"model": "models/yolov5n.yaml", "pretrained": False}, None) == "none recorded: built from yolov5n.yaml"

@@ -27,6 +27,7 @@ from wbc.evaluation.detection import validate
 from wbc.field_accuracy import field_accuracy_of_predictions, has_field_classes
 from wbc.offline import guard_downloads
 from wbc.paths import REPO_ROOT
+from wbc.training import TRANSFER_RECORD
 
 
 def evaluate(weights: Path, canonical, split: str, imgsz: int, batch: int = 16, device: str = "cpu") -> dict:
@@ -43,7 +44,7 @@ def evaluate(weights: Path, canonical, split: str, imgsz: int, batch: int = 16, 
 def run_summary(run: Path) -> dict:
     args = yaml.safe_load((run / "args.yaml").read_text())
     rows = list(csv.DictReader((run / "results.csv").open()))
-    return {"epochs": len(rows), "train_seconds": float(rows[-1]["time"]), "args": args}
+    return {"epochs": len(rows), "train_seconds": float(rows[-1]["time"]), "args": args, "run": run}
 
 
 def checkpoint_summary(weights: Path) -> dict:
@@ -56,17 +57,24 @@ def checkpoint_summary(weights: Path) -> dict:
         raise ValueError(f"{weights}: the checkpoint carries no training arguments and results; pass --run")
     model = ckpt.get("ema") or ckpt.get("model")
     return {"epochs": len(results["epoch"]), "train_seconds": float(results["time"][-1]), "args": ckpt["train_args"],
-            "architecture": Path(model.yaml.get("yaml_file", "")).stem if model is not None else None}
+            "architecture": Path(model.yaml.get("yaml_file", "")).stem if model is not None else None,
+            "run": weights.parent.parent if weights.parent.name == "weights" else None}  # runs/train/<name>/phaseN/weights/best.pt
 
 
-def initial_weights(args: dict) -> str:
-    """What a run started from: the checkpoint it fine-tuned, or the weights transferred into its config."""
+def initial_weights(args: dict, run: Path | None = None) -> str:
+    """What a run started from: the checkpoint it fine-tuned, the weights transferred into its config
+    (the phase directory ``run`` records an original YOLOv5 checkpoint's transfer), or nothing."""
     if str(args["model"]).endswith(".pt"):
         model = Path(args["model"])
         return str(model.relative_to(REPO_ROOT) if model.is_relative_to(REPO_ROOT) else model)
     if isinstance(args.get("pretrained"), str):
         return args["pretrained"]
-    return "original YOLOv5 COCO checkpoint, backbone + neck transferred"
+    record = run / TRANSFER_RECORD if run is not None else None
+    if record is not None and record.is_file():
+        transfer = json.loads(record.read_text())
+        return (f"{Path(transfer['source']).name} (original YOLOv5 checkpoint; {transfer['tensors'][0]} of "
+                f"{transfer['tensors'][1]} tensors, backbone + neck, transferred)")
+    return f"none recorded: built from {Path(str(args['model'])).name}"
 
 
 def write_card(out: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "",
@@ -83,7 +91,7 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
         f"| file | `{weights.name}` ({weights.stat().st_size / 1e6:.1f} MB, sha256 `{sha[:16]}…`) |",
         f"| classes | {', '.join(result['per_class'])} |",
         f"| data | `{data}` train split (canonical import, see README), validated on `{result['split']}` |",
-        f"| initial weights | `{initial_weights(a)}` |",
+        f"| initial weights | `{initial_weights(a, summary.get('run'))}` |",
         *([f"| history | {history} |"] if history else []),
         f"| command | `{command}` |",
         f"| epochs | {summary['epochs']}{budget} |",

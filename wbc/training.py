@@ -7,6 +7,7 @@ ultralytics run under ``runs/train/<name>/phase1|phase2/``.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from wbc.paths import REPO_ROOT, new_run_dir
 guard_downloads()
 
 DEFAULT_HYPS = {1: "scratch-low", 2: "scratch-high"}
+TRANSFER_RECORD = "transfer.json"  # in a phase directory: the original YOLOv5 checkpoint its weights came from
 
 
 class WBCDetectionTrainer(DetectionTrainer):
@@ -40,6 +42,8 @@ class WBCDetectionTrainer(DetectionTrainer):
             self.transferred = wts.transfer(model, wts.load_yolov5_original(self.yolov5_source))
             LOGGER.info(f"Transferred {self.transferred[0]}/{self.transferred[1]} tensors from {self.yolov5_source} "
                         f"(the anchor-based YOLOv5 head does not transfer)")
+            record = {"source": str(self.yolov5_source), "tensors": list(self.transferred)}
+            (Path(self.save_dir) / TRANSFER_RECORD).write_text(json.dumps(record))  # the model card reads it
         return model
 
 
