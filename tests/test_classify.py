@@ -156,6 +156,29 @@ def test_vat_loss_is_finite_and_changes_the_gradient():
     assert not torch.allclose(grads[0.0], grads[1.0])
 
 
+def test_vat_power_iteration_survives_float32():
+    """The adversarial direction in float32 at the default step agrees with a float64 computation at
+    1e-6 (the reference's step); in float32, 1e-6 vanishes under rounding and the direction is noise."""
+    import torch
+    import torch.nn.functional as F
+
+    from wbc.classify.vat import adversarial_direction
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(4),
+                              torch.nn.Flatten(), torch.nn.Linear(128, 5))
+    x, start = torch.randn(4, 3, 96, 96), torch.randn(4, 3, 96, 96)
+
+    def direction(xi, dtype):
+        model, inputs = net.to(dtype), x.to(dtype)
+        target = F.softmax(model(inputs), dim=1).detach()
+        return adversarial_direction(model, inputs, target, xi, iterations=3, start=start).double().flatten(1)
+
+    reference = direction(1e-6, torch.float64)
+    assert bool(((direction(0.1, torch.float32) * reference).sum(1) > 0.99).all())
+    assert float((direction(1e-6, torch.float32) * reference).sum(1).abs().mean()) < 0.9
+
+
 def test_min_count_sampler_tops_up_rare_classes_only():
     import numpy as np
 

@@ -58,7 +58,7 @@ class ClassifierConfig:
     label_smoothing: float = 0.1
     min_per_class: int = 0  # each class repeated up to this many samples per epoch (augmented differently)
     vat_weight: float = 0.0  # 0: no virtual adversarial training
-    vat_xi: float = 1e-6
+    vat_xi: float = 0.1
     vat_eps: float = 4.0
     vat_iterations: int = 1
     workers: int = 2
