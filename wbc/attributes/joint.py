@@ -38,7 +38,7 @@ def attribute_rows(table: pd.DataFrame, names: list[str], labels: list[dict], cl
     boxes or -1). Boxes are matched to ``table`` rows by image, class and position (within 1 px), so
     ultralytics' own de-duplication or reordering of label rows cannot misalign them."""
     table = table[(table[names] >= 0).any(axis=1)].reset_index(drop=True)
-    codes = table[names].to_numpy(np.int64)
+    codes = table[names].to_numpy(np.int64, copy=True)  # writable: torch.from_numpy warns on a read-only view
     by_image = {image: rows for image, rows in table.groupby("image")}
     rows = []
     for label in labels:
