@@ -188,6 +188,9 @@ def test_model_card_reports_detection_fields_and_attributes(trained, tmp_path):
                  "| **mean** |", "python train.py ..."):
         assert text in card, text
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "model.attributes.pt").is_file()
+    import json
+
+    assert json.loads((tmp_path / "model.json").read_text())["train_field_size"] > 0  # predict.py's default tile
     # the shipped files alone are enough to write the card again (the run folder does not travel with them)
     main(["--weights", str(tmp_path / "model.pt"), "--data", data, "--out", str(tmp_path / "model"), "--command", "python train.py ...",
           "--head", str(tmp_path / "model.attributes.pt"), "--head-command", "frozen detector, 12 epochs"])

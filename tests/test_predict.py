@@ -11,7 +11,7 @@ import pytest
 
 from wbc.differential import UNIDENTIFIED, differential, differential_table
 from wbc.inference import Cell
-from wbc.predict import model_cell_types
+from wbc.predict import default_tile, model_cell_types
 
 
 def cell(cls, conf, box=(0, 0, 10, 10)):
@@ -39,12 +39,12 @@ def test_nucleated_red_cells_are_reported_per_100_wbc_outside_the_differential()
     assert "ERB 2 (50.0 per 100 WBC)" in differential_table(run)
 
 
-def test_cell_types_come_from_the_model_card(tmp_path):
+def test_cell_types_and_tile_size_come_from_the_model_card(tmp_path):
     names = ["ERB", "LY", "RBC"]
     weights = tmp_path / "m.pt"
-    assert model_cell_types(weights, names) == (names, [])  # no card: every class is a WBC type
-    weights.with_suffix(".json").write_text(json.dumps({"wbc_classes": ["ERB", "LY"], "nrbc_classes": ["ERB"]}))
-    assert model_cell_types(weights, names) == (["ERB", "LY"], ["ERB"])
+    assert model_cell_types(weights, names) == (names, []) and default_tile(weights, 256) == 384  # no card: every class, 1.5 x input
+    weights.with_suffix(".json").write_text(json.dumps({"wbc_classes": ["ERB", "LY"], "nrbc_classes": ["ERB"], "train_field_size": 363}))
+    assert model_cell_types(weights, names) == (["ERB", "LY"], ["ERB"]) and default_tile(weights, 256) == 363
 
 
 class BlobDetector:

@@ -1,7 +1,7 @@
 """Evaluate a finished training run and write the shipped weights with their model card.
 
-    .venv/bin/python -m wbc.model_card --run runs/train/pbc/phase1 --data data/pbc_wbcatt.yaml --out weights/wbc_pbc_yolov5n_256
-    .venv/bin/python -m wbc.model_card --weights weights/wbc_pbc_yolov5n_256.pt --head new.attributes.pt ...   # re-card shipped weights
+    .venv/bin/python -m wbc.model_card --run runs/train/pbc/phase1 --data data/pbc_wbcatt.yaml --out weights/wbc_pbc_yolov5n_352
+    .venv/bin/python -m wbc.model_card --weights weights/wbc_pbc_yolov5n_352.pt --head new.attributes.pt ...   # re-card shipped weights
 
 Copies the run's best.pt (or ``--weights``) to ``<out>.pt`` and writes ``<out>.md``: data, command, epochs, image
 size, machine, wall time, per-class val P/R/mAP50/mAP50-95 and, for single-WBC fields, the
@@ -78,7 +78,8 @@ def initial_weights(args: dict, run: Path | None = None) -> str:
 
 
 def write_card(out: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "",
-               wbc_classes: list[str] | None = None, history: str = "", nrbc_classes: list[str] | None = None) -> None:
+               wbc_classes: list[str] | None = None, history: str = "", nrbc_classes: list[str] | None = None,
+               train_field_size: int | None = None) -> None:
     weights = out.with_suffix(".pt")
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     a = summary["args"]
@@ -123,9 +124,11 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
               "scanners, stains and magnifications, and on fields with several or overlapping WBCs. Not a medical device."]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     # wbc_classes: which of the model's classes are WBC types, nrbc_classes: which of those are nucleated red cells
-    # (predict.py's differential count reads both)
+    # (predict.py's differential count reads both); train_field_size: median longest side of the training images
+    # (predict.py's default tile)
     out.with_suffix(".json").write_text(json.dumps({"result": result, "epochs": summary["epochs"], "train_seconds": summary["train_seconds"],
-                                                    "wbc_classes": wbc_classes, "nrbc_classes": nrbc_classes or []}, indent=2))
+                                                    "wbc_classes": wbc_classes, "nrbc_classes": nrbc_classes or [],
+                                                    "train_field_size": train_field_size}, indent=2))
 
 
 def main(argv=None):
@@ -134,7 +137,7 @@ def main(argv=None):
     source.add_argument("--run", type=Path, help="a finished phase directory (runs/train/<name>/phaseN)")
     source.add_argument("--weights", type=Path, help="a finished ultralytics checkpoint (its training summary is read from it)")
     p.add_argument("--data", required=True)
-    p.add_argument("--out", type=Path, required=True, help="output path without suffix, e.g. weights/wbc_pbc_yolov5n_256")
+    p.add_argument("--out", type=Path, required=True, help="output path without suffix, e.g. weights/wbc_pbc_yolov5n_352")
     p.add_argument("--command", required=True, help="the train.py command that made the run, for the card")
     p.add_argument("--split", default="val")
     p.add_argument("--head", type=Path, help="attribute head to ship with the weights (evaluated from predicted boxes)")
@@ -161,8 +164,11 @@ def main(argv=None):
         cells = collect(analyzer, canonical, args.split)
         result["attributes"] = {"split": args.split, "match_iou": 0.5,
                                 **attribute_metrics(cells, cells.matches(0.5), analyzer.attribute_specs)}
+    fields = canonical.fields()
+    train = fields[fields["split"] == "train"]
+    field_size = int(train[["width", "height"]].max(axis=1).median()) if len(train) else None
     write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command, canonical.spec.wbc_classes, args.history,
-               canonical.spec.nrbc_classes)
+               canonical.spec.nrbc_classes, field_size)
     print(args.out.with_suffix(".md").read_text())
 
 

@@ -30,13 +30,24 @@ from wbc.sources import image_sources, load_image
 from wbc.tiling import analyze_tiled
 
 
-def model_cell_types(weights: str | Path, names: list[str]) -> tuple[list[str], list[str]]:
-    """(WBC types, nucleated red cell types) among a model's classes: from the model card's JSON beside
-    the weights (``<stem>.json``, keys ``wbc_classes`` and ``nrbc_classes``), else (every class, none)."""
+def _card(weights: str | Path) -> dict:
+    """The model card's JSON beside the weights (``<stem>.json``, written by wbc.model_card), or {}."""
     card = Path(weights).with_suffix(".json")
-    listed = json.loads(card.read_text()) if card.is_file() else {}
+    return json.loads(card.read_text()) if card.is_file() else {}
+
+
+def model_cell_types(weights: str | Path, names: list[str]) -> tuple[list[str], list[str]]:
+    """(WBC types, nucleated red cell types) among a model's classes: from the model card's JSON
+    (keys ``wbc_classes`` and ``nrbc_classes``), else (every class, none)."""
+    listed = _card(weights)
     wbc = [c for c in names if c in (listed.get("wbc_classes") or names)]
     return wbc, [c for c in wbc if c in (listed.get("nrbc_classes") or [])]
+
+
+def default_tile(weights: str | Path, imgsz: int) -> int:
+    """Tile side for large images: the size of the fields the model was trained on (model card key
+    ``train_field_size``), so that a tile reaches the network at the training scale; else 1.5 × ``imgsz``."""
+    return int(_card(weights).get("train_field_size") or round(1.5 * imgsz))
 
 
 def annotate(image: np.ndarray, cells: list[Cell], wbc: set[str], review_conf: float) -> np.ndarray:
@@ -82,7 +93,7 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     wbc_list = wbc_classes or card_wbc
     nrbc_list = [c for c in (card_nrbc if nrbc_classes is None else nrbc_classes) if c in wbc_list]
     wbc = set(wbc_list)
-    tile = tile or round(1.5 * analyzer.imgsz)
+    tile = tile or default_tile(weights, analyzer.imgsz)
     overlap = overlap if overlap is not None else tile // 3
     out.mkdir(parents=True, exist_ok=True)
     if annotated:
@@ -168,7 +179,7 @@ def main(argv=None):
     p.add_argument("--wbc-classes", nargs="+", help="which classes are WBC types (default: from the model card beside the weights, else all)")
     p.add_argument("--nrbc-classes", nargs="*", help="which of them are nucleated red cells, reported per 100 WBC outside the "
                    "differential (default: from the model card; none when given without names)")
-    p.add_argument("--tile", type=int, help="images with a side above this many pixels are tiled (default: 1.5 x the input size)")
+    p.add_argument("--tile", type=int, help="images with a side above this many pixels are tiled (default: the training fields' size from the model card, else 1.5 x the input size)")
     p.add_argument("--overlap", type=int, help="tile overlap in pixels, larger than a cell (default: a third of --tile)")
     p.add_argument("--cell-classifier", help="yaml naming detector classes and a crop classifier to call on them")
     p.add_argument("--batch", type=int, default=8)
