@@ -1,6 +1,6 @@
 """Crop-classifier baseline for the attribute head, at the same input resolution.
 
-    .venv/bin/python benchmarks/attribute_crop_baseline.py --weights weights/wbc_pbc_yolov5n_256.pt --epochs 8
+    .venv/bin/python benchmarks/attribute_crop_baseline.py --weights weights/wbc_pbc_yolov5n_352.pt --epochs 8
 
 Trains wbc.classify.attribute_crops (efficientnet_lite0, ImageNet weights) on ground-truth crops
 cut at the detector's input scale, then scores it and the detector's attribute head on the same

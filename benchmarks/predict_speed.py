@@ -72,7 +72,7 @@ def main():
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--pbc", type=int, default=200, help="PBC val fields")
     p.add_argument("--bccd", type=int, default=50, help="BCCD val fields")
-    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--imgsz", type=int, help="default: the size the model (its attribute head, else the detector) was trained at")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3, help="runs of each path (interleaved); the fastest is reported")
     p.add_argument("--name", default="exp")
@@ -86,6 +86,9 @@ def main():
 
     from wbc.canonical import prepare
     from wbc.export import export_onnx
+    from wbc.inference import WBCAnalyzer
+
+    args.imgsz = args.imgsz or WBCAnalyzer(args.weights).imgsz
 
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "benchmark" / "predict_speed")
     out.mkdir(parents=True)
