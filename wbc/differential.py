@@ -1,5 +1,6 @@
 """The differential count: WBC types per 100 WBC, per smear and per run, with cells the detector is
-unsure of put in an "unidentified" bin for review instead of being counted as a guess."""
+unsure of put in an "unidentified" bin for review instead of being counted as a guess, and
+nucleated red cells reported per 100 WBC outside the 100."""
 
 from __future__ import annotations
 
