@@ -69,9 +69,8 @@ def initial_weights(args: dict, run: Path | None = None) -> str:
         return str(model.relative_to(REPO_ROOT) if model.is_relative_to(REPO_ROOT) else model)
     if isinstance(args.get("pretrained"), str):
         return args["pretrained"]
-    record = run / TRANSFER_RECORD if run is not None else None
-    if record is not None and record.is_file():
-        transfer = json.loads(record.read_text())
+    if run is not None and (run / TRANSFER_RECORD).is_file():
+        transfer = json.loads((run / TRANSFER_RECORD).read_text())
         return (f"{Path(transfer['source']).name} (original YOLOv5 checkpoint; {transfer['tensors'][0]} of "
                 f"{transfer['tensors'][1]} tensors, backbone + neck, transferred)")
     return f"none recorded: built from {Path(str(args['model'])).name}"

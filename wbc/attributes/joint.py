@@ -202,10 +202,9 @@ class AttributeTrainer(WBCDetectionTrainer):
         finally:
             model.attribute_head = head
             self._attach_joint_loss()
-        if recovered:
+        if recovered:  # the EMA was rebuilt from the model while the head was out
             head.load_state_dict(AttributeHead.load(head_path_for(self.last)).state_dict())
-            if not hasattr(self.ema.ema, "attribute_head"):
-                self.ema.ema.attribute_head = deepcopy(head).requires_grad_(False)
+            self.ema.ema.attribute_head = deepcopy(head).requires_grad_(False)
         return recovered
 
     def save_model(self):
