@@ -107,6 +107,46 @@ def test_random_views_vary(synthetic):
     assert len({im.tobytes() for im in images}) > 2
 
 
+def test_box_jitter_follows_the_boxes_device():
+    """Joint training on a GPU jitters boxes that live there; the noise comes from the CPU generator
+    (the same draws on any device) and lands on the boxes' device. 'meta' stands in for cuda in CI."""
+    from wbc.attributes.data import jitter_boxes
+
+    boxes = torch.tensor([[0, 10.0, 10.0, 30.0, 40.0], [1, 50.0, 50.0, 90.0, 70.0]])
+    on_cpu = jitter_boxes(boxes, 0.1, torch.Generator().manual_seed(0))
+    assert not torch.equal(on_cpu, boxes) and torch.equal(on_cpu[:, 0], boxes[:, 0])
+    assert (on_cpu[:, 1:] - boxes[:, 1:]).abs().max() <= 0.1 * 40
+    assert torch.equal(on_cpu, jitter_boxes(boxes, 0.1, torch.Generator().manual_seed(0)))
+    assert jitter_boxes(boxes.to("meta"), 0.1, torch.Generator().manual_seed(0)).device.type == "meta"
+
+
+@pytest.mark.parametrize("spec, expected", [("cpu", "cpu"), (" CPU ", "cpu"), (torch.device("cpu"), "cpu")])
+def test_device_strings_read_like_ultralytics(spec, expected):
+    from wbc.device import torch_device
+
+    assert torch_device(spec) == torch.device(expected)
+
+
+@pytest.mark.parametrize("spec, message", [("0,1", "one device"), ("gpu", "not a device")])
+def test_bad_device_strings_are_usage_errors(spec, message):
+    from wbc.device import torch_device
+    from wbc.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        torch_device(spec)
+
+
+def test_a_gpu_index_means_cuda(monkeypatch):
+    from wbc.device import torch_device
+    from wbc.errors import UsageError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert torch_device("0") == torch_device("cuda:0") == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError, match="CUDA is not available"):
+        torch_device("0")
+
+
 def test_box_size_reaches_the_head_only_when_configured():
     """On a uniform feature map RoIAlign pools the same values for any box: only the box-size input can tell sizes apart."""
     features = [torch.ones(1, 8, 16, 16)]

@@ -17,6 +17,7 @@ from wbc.attributes.data import letterbox, to_tensor
 from wbc.attributes.head import AttributeHead, FeatureTap, head_path_for
 from wbc.class_map import ClassMap
 from wbc.classify.cell_classifier import CellClassifier
+from wbc.device import torch_device
 from wbc.offline import guard_downloads
 from wbc.paths import DEFAULT_WEIGHTS
 
@@ -58,7 +59,7 @@ class WBCAnalyzer:
         self.class_map = None
         if class_map:
             self.map_classes(class_map)
-        self.device = torch.device(device)
+        self.device = torch_device(device)
         self.detector.to(self.device)
         head_path = None if head is False else Path(head) if head else head_path_for(weights)
         self.head_path = head_path if head_path is not None and head_path.is_file() else None

@@ -92,7 +92,8 @@ def jitter_boxes(boxes: torch.Tensor, scale: float, generator: torch.Generator |
     if scale <= 0:
         return boxes
     wh = (boxes[:, 3:5] - boxes[:, 1:3]).repeat(1, 2)
-    noise = (torch.rand(boxes.shape[0], 4, generator=generator) * 2 - 1) * scale * wh
+    # drawn on the CPU generator (the same stream on any device), then moved to the boxes' device
+    noise = (torch.rand(boxes.shape[0], 4, generator=generator).to(boxes.device) * 2 - 1) * scale * wh
     out = boxes.clone()
     out[:, 1:] += noise
     return out

@@ -26,6 +26,7 @@ from wbc.attributes.features import FieldFeatures, cache_bytes, cache_fits, coll
 from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_classes, probe_channels
 from wbc.attributes.metrics import summarize_attributes
 from wbc.canonical import prepare
+from wbc.device import torch_device
 from wbc.inference import load_detector
 from wbc.paths import REPO_ROOT, new_run_dir
 
@@ -150,7 +151,7 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
         raise ValueError("flip and augment together: augment already draws mirrored views; give one of them")
     torch.manual_seed(seed)
     canonical = prepare(data, data_root)
-    device = torch.device(device)
+    device = torch_device(device)
     cfg = HeadConfig.from_yaml(config)
     detector, tap, imgsz, channels = frozen_detector(weights, cfg.layers, imgsz, device)
     used = canonical.spec.used_attributes
@@ -194,7 +195,7 @@ def main(argv=None):
     p.add_argument("--augment", action="store_true",
                    help="a random rotation / reflection of every training field each epoch; the detector then runs every epoch on train")
     p.add_argument("--no-cache", action="store_true", help="run the detector every epoch instead of caching its features in RAM")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, 0 or cuda:0")
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     result = train_head(args.weights, args.data, args.epochs, args.batch, args.imgsz, args.name, args.config, args.lr,

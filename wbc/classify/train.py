@@ -37,6 +37,7 @@ from wbc.attributes.metrics import attribute_scores
 from wbc.classify.backbone import TimmClassifier
 from wbc.classify.crops import PAD_VALUE
 from wbc.classify.vat import vat_loss
+from wbc.device import torch_device
 from wbc.errors import DatasetError, UsageError
 from wbc.paths import REPO_ROOT, new_run_dir
 from wbc.sources import IMAGE_SUFFIXES
@@ -215,13 +216,14 @@ def load_classifier(path: str | Path, device: str = "cpu") -> tuple[TimmClassifi
     config = ClassifierConfig(**ckpt["config"])
     model = TimmClassifier(config.backbone, len(ckpt["classes"]), pretrained=False, drop_rate=config.drop_rate)
     model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler")}
+    return model.to(torch_device(device)).eval(), {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler")}
 
 
 def train_classifier(data: str | Path, config: ClassifierConfig, name: str = "exp", project: Path | None = None,
                      resume: bool = False, device: str = "cpu") -> dict:
     """Train (or resume ``name``) and return the best epoch's val scores with the run folder."""
     project = project or REPO_ROOT / "runs" / "classify"
+    device = torch_device(device)
     if resume:
         out = project / name
         if not (out / "last.pt").is_file():
@@ -306,7 +308,7 @@ def main(argv=None):
     for key, kind in (("imgsz", int), ("epochs", int), ("batch", int), ("lr", float), ("label_smoothing", float), ("min_per_class", int),
                       ("vat_weight", float), ("vat_xi", float), ("vat_eps", float), ("vat_iterations", int), ("workers", int), ("seed", int)):
         p.add_argument(f"--{key.replace('_', '-')}", type=kind, dest=key)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, 0 or cuda:0")
     p.add_argument("--name", default="exp")
     p.add_argument("--resume", action="store_true", help="continue runs/classify/<name> from its last.pt")
     args = p.parse_args(argv)
