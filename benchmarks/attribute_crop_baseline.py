@@ -1,6 +1,6 @@
 """Crop-classifier baseline for the attribute head, at the same input resolution.
 
-    .venv/bin/python benchmarks/attribute_crop_baseline.py --weights weights/wbc_pbc_yolov5n_352.pt --epochs 8
+    .venv/bin/python benchmarks/attribute_crop_baseline.py --weights weights/wbc_pbc_yolov5n_352.pt --epochs 6
 
 Trains wbc.classify.attribute_crops (efficientnet_lite0, ImageNet weights) on ground-truth crops
 cut at the detector's input scale, then scores it and the detector's attribute head on the same
@@ -34,8 +34,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="detector (and its head beside it)")
     p.add_argument("--data", default="data/pbc_wbcatt.yaml")
-    p.add_argument("--imgsz", type=int, default=256, help="the detector's input size: crops are cut at this scale")
-    p.add_argument("--crop", type=int, default=128, help="crop side in pixels (at the detector's scale)")
+    p.add_argument("--imgsz", type=int, help="crops are cut at this scale (default: the detector's own input size)")
+    p.add_argument("--crop", type=int, help="crop side in pixels at that scale (default: half the input size; 176 at 352)")
     p.add_argument("--margin", type=float, default=0.1)
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--no-pretrained", action="store_true")
@@ -46,6 +46,9 @@ def main():
     args = p.parse_args()
     torch.manual_seed(0)
     canonical = prepare(args.data)
+    analyzer = WBCAnalyzer(args.weights, imgsz=args.imgsz)
+    args.imgsz = analyzer.imgsz
+    args.crop = args.crop or args.imgsz // 2
     specs = [{"name": a.name, "values": list(a.values)} for a in canonical.spec.used_attributes]
     names = [s["name"] for s in specs]
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "benchmark" / "attribute_crop_baseline")
@@ -60,7 +63,6 @@ def main():
     torch.save(model.state_dict(), out / "crop_classifier.pt")
     on_truth = summarize_attributes(names, model.value_counts, val[1], predict(model, val[0]))
 
-    analyzer = WBCAnalyzer(args.weights, imgsz=args.imgsz)
     cells = collect(analyzer, canonical, "val")
     known = (cells.truth[names] >= 0).any(axis=1)
     pairs = [m for m in cells.matches(0.5) if known[m.truth]]  # crops of boxes without attributes would not be scored
