@@ -183,7 +183,7 @@ def main(argv=None):
     p.add_argument("--overlap", type=int, help="tile overlap in pixels, larger than a cell (default: a third of --tile)")
     p.add_argument("--cell-classifier", help="yaml naming detector classes and a crop classifier to call on them")
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, 0 or cuda:0")
     p.add_argument("--no-annotated", action="store_true", help="do not write annotated images")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
     p.add_argument("--name", default="exp")

@@ -193,7 +193,7 @@ def main(argv=None):
                    "(e.g. lymphocyte-like cells -> reactive / normal); its label and probability go into attributes.csv")
     p.add_argument("--attridet-csv", action="store_true", help="also write AttriDet's test.csv layout")
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, 0 or cuda:0")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true", help="write into runs/test/<name> even if it exists")
     args = p.parse_args(argv)
