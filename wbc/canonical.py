@@ -7,7 +7,8 @@
                                   x1 y1 x2 y2 (pixels, rounded to 0.01),
                                   one integer code per attribute (value index; -1 unknown; -2 not applicable),
                                   then any extra numeric columns of the source format
-        fields.csv                one row per image: split, image, width, height, field_class, source path
+        fields.csv                one row per image: split, image, width, height, field_class, source path,
+                                  origin (the dataset yaml's ``origins``: which scanner / lab the field is from)
         data.yaml                 ultralytics data yaml (+ attributes, wbc_classes)
         report.json               every skipped / repaired / noted item
 
@@ -34,7 +35,7 @@ from wbc.formats.yolo import format_row
 from wbc.paths import cache_root
 from wbc.schema import Dataset, DatasetSpec, load_spec
 
-CANONICAL_VERSION = 2
+CANONICAL_VERSION = 3
 
 
 def fingerprint(spec: DatasetSpec) -> str:
@@ -97,9 +98,10 @@ def write_canonical(dataset: Dataset, out: Path, replace: bool = True) -> None:
         (tmp / "labels" / split).mkdir(parents=True, exist_ok=True)
         for f in fields:
             link_image(f.image, tmp / "images" / split / f.name)
-            (tmp / "labels" / split / f"{f.image.stem}.txt").write_text("".join(format_row(b, f.width, f.height, []) + "\n" for b in f.boxes))
+            (tmp / "labels" / split / f"{Path(f.name).stem}.txt").write_text("".join(format_row(b, f.width, f.height, []) + "\n" for b in f.boxes))
             field_rows.append({"split": split, "image": f.name, "width": f.width, "height": f.height,
-                               "field_class": "" if f.field_class is None else spec.names[f.field_class], "source": str(f.image.resolve())})
+                               "field_class": "" if f.field_class is None else spec.names[f.field_class], "source": str(f.image.resolve()),
+                               "origin": f.origin or spec.origin_of(f.width, f.height)})
             for i, b in enumerate(f.boxes):
                 row = {"split": split, "image": f.name, "box": i, "class": spec.names[b.cls],
                        **{k: round(v, 2) for k, v in zip(("x1", "y1", "x2", "y2"), b.xyxy)}}
@@ -108,11 +110,13 @@ def write_canonical(dataset: Dataset, out: Path, replace: bool = True) -> None:
                 box_rows.append(row)
     columns = ["split", "image", "box", "class", "x1", "y1", "x2", "y2", *(a.name for a in spec.attributes), *(f"extra:{k}" for k in dataset.extra_columns)]
     pd.DataFrame(box_rows, columns=columns).to_csv(tmp / "attributes.csv", index=False)
-    pd.DataFrame(field_rows, columns=["split", "image", "width", "height", "field_class", "source"]).to_csv(tmp / "fields.csv", index=False)
+    pd.DataFrame(field_rows, columns=["split", "image", "width", "height", "field_class", "source", "origin"]).to_csv(tmp / "fields.csv", index=False)
     data = {"path": str(out.resolve()), **{s: f"images/{s}" for s in dataset.splits}, "nc": len(spec.names),
             "names": dict(enumerate(spec.names)), "wbc_classes": spec.wbc_classes,
             "attributes": [{"name": a.name, "values": list(a.values), "use": a.use} for a in spec.attributes],
             "source_yaml": str(spec.yaml_path)}
+    if spec.label_sets:  # class ids from len(names) - len(label_sets) on are "one of these classes" (wbc.partial_labels)
+        data["label_sets"] = spec.label_sets
     (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     (tmp / "report.json").write_text(json.dumps([asdict(p) for p in dataset.problems.problems], indent=0))
     if replace:

@@ -36,6 +36,7 @@ def summarize(canonical: CanonicalDataset) -> dict:
             "boxes": len(b),
             "boxes_per_class": {name: int(per_class.get(name, 0)) for name in spec.names},
             "fields_per_class": dict(sorted(Counter(x for x in f["field_class"] if x).items())),
+            "fields_per_origin": dict(sorted(Counter(f["origin"]).items())),
             "boxes_with_any_known_attribute": int((b[[a.name for a in spec.attributes]] >= 0).any(axis=1).sum()) if spec.attributes else 0,
             "attributes": attributes,
             "problems": [{"action": a, "reason": r, "count": n} for (a, r), n in sorted(problems.items())],
@@ -52,6 +53,8 @@ def format_summary(summary: dict, canonical: CanonicalDataset, verbose: bool = F
         lines += ["", f"[{split}] {s['images']} images ({s['images_without_boxes']} without boxes), {s['boxes']} boxes"]
         width = max(len(n) for n in s["boxes_per_class"])
         lines += ["  boxes per class:"] + [f"    {n:<{width}} {c:>7}" for n, c in s["boxes_per_class"].items()]
+        if len(s["fields_per_origin"]) > 1:
+            lines += ["  fields per origin: " + ", ".join(f"{n} {c}" for n, c in s["fields_per_origin"].items())]
         if s["fields_per_class"]:
             lines += ["  fields per labelled class: " + ", ".join(f"{n} {c}" for n, c in s["fields_per_class"].items())]
         if s["attributes"]:

@@ -12,6 +12,9 @@ A dataset yaml extends the ultralytics data yaml::
     nrbc_classes: [ERB]          # optional: those of them that are nucleated red cells: found and typed like
                                  # WBC, but reported per 100 WBC outside the differential's 100
     source: {...}                # format-specific locations; "{split}" is replaced by the split name
+    origins:                     # optional: where each field comes from (scanner, lab), told by its image size,
+      Raabin-WBC: [575x575]      # so that every metric can be split by origin; or one name for every field
+      PBC: [360x363, 366x369]    # (``origins: PBC``). A field of another size is of origin "unknown".
     attributes:
       - name: cell_size
         values: [big, small]     # ordered value set, as the raw annotation spells it
@@ -39,8 +42,10 @@ from wbc.paths import data_root
 UNKNOWN = -1
 NOT_APPLICABLE = -2
 SPLITS = ("train", "val", "test")
-FORMATS = ("attridet", "lld", "coco", "voc", "yolo_csv")
-_SPEC_KEYS = {"name", "path", "format", "names", "nc", "wbc_classes", "nrbc_classes", "source", "attributes", "download", *SPLITS}
+FORMATS = ("attridet", "lld", "coco", "voc", "yolo", "yolo_csv", "merge")
+UNKNOWN_ORIGIN = "unknown"
+_SPEC_KEYS = {"name", "path", "format", "names", "nc", "wbc_classes", "nrbc_classes", "source", "attributes", "download", "origins",
+              "parts", "label_sets", *SPLITS}
 _ATTRIBUTE_KEYS = {"name", "values", "unknown", "not_applicable", "applies_to", "use", "description"}
 
 
@@ -104,7 +109,16 @@ class DatasetSpec:
     source: dict
     wbc_classes: list[str]
     nrbc_classes: list[str] = field(default_factory=list)
+    origins: str | dict[tuple[int, int], str] = UNKNOWN_ORIGIN  # see the module doc
+    parts: list = field(default_factory=list)  # format merge: its parts (wbc.formats.merge.Part)
+    label_sets: dict[str, list[str]] = field(default_factory=dict)  # format merge: name -> classes, "one of these"
     raw: dict = field(repr=False, default_factory=dict)
+
+    def origin_of(self, width: int, height: int) -> str:
+        """Where a field of this size comes from (``origins``), or "unknown"."""
+        if isinstance(self.origins, str):
+            return self.origins
+        return self.origins.get((width, height), UNKNOWN_ORIGIN)
 
     def source_path(self, key: str, split: str, default: str | None = None) -> Path | None:
         """The dataset-relative location ``source[key]`` with ``{split}`` filled in, made absolute."""
@@ -169,6 +183,8 @@ def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetS
     if "nc" in raw and raw["nc"] != len(names):
         raise DatasetError(yaml_path, f"nc: {raw['nc']} does not match the {len(names)} names")
 
+    if fmt == "merge":  # a merge of other dataset yamls: its root is its own folder, its splits theirs
+        raw = {"train": "train", "val": "val", "test": "test", "path": str(yaml_path.resolve().parent), **raw}
     if root is not None:
         dataset_root = Path(root).expanduser()
     else:
@@ -182,6 +198,12 @@ def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetS
         if required not in splits:
             raise DatasetError(yaml_path, f"{required}: split is required")
 
+    parts, label_sets = [], {}
+    if fmt == "merge":
+        from wbc.formats.merge import parse_merge  # the merge format reads its parts' yamls
+
+        parts, label_sets, merged_attributes = parse_merge(raw, yaml_path, names)
+        raw = {**raw, "attributes": merged_attributes}
     attributes, seen = [], set()
     for i, a in enumerate(raw.get("attributes") or []):
         where = f"attributes[{i}]"
@@ -233,8 +255,30 @@ def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetS
         source=source,
         wbc_classes=wbc_classes,
         nrbc_classes=nrbc_classes,
+        origins=_origins(raw.get("origins"), yaml_path),
+        parts=parts,
+        label_sets=label_sets,
         raw=raw,
     )
+
+
+def _origins(value, yaml_path: Path) -> str | dict[tuple[int, int], str]:
+    """``origins:`` -> one name for every field, or {(width, height): name}."""
+    if value is None or isinstance(value, str):
+        return value or UNKNOWN_ORIGIN
+    if not isinstance(value, dict):
+        raise DatasetError(yaml_path, f"origins: a name, or a mapping of name -> image sizes like [575x575], got {value!r}")
+    by_size = {}
+    for name, sizes in value.items():
+        for size in sizes if isinstance(sizes, list) else [sizes]:
+            match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", str(size))
+            if not match:
+                raise DatasetError(yaml_path, f"origins: {name}: {size!r} is not an image size WIDTHxHEIGHT")
+            key = (int(match.group(1)), int(match.group(2)))
+            if key in by_size:
+                raise DatasetError(yaml_path, f"origins: size {size} is given to both {by_size[key]} and {name}")
+            by_size[key] = str(name)
+    return by_size
 
 
 @dataclass
@@ -258,10 +302,12 @@ class Field:
     height: int
     boxes: list[Box] = field(default_factory=list)
     field_class: int | None = None
+    origin: str | None = None  # set by a reader that knows it (a merged dataset); else the spec's ``origin_of`` tells
+    alias: str | None = None  # the file name in the canonical form, where it must differ from the image's (a merged dataset)
 
     @property
     def name(self) -> str:
-        return self.image.name
+        return self.alias or self.image.name
 
 
 @dataclass

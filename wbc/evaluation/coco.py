@@ -65,6 +65,18 @@ def evaluate(gt: dict, dets: list[dict], max_det: int = 300) -> dict:
     return {"mAP50": _mean_valid(precision[0]), "mAP50-95": _mean_valid(precision), "AR": _mean_valid(recall), "per_class": per_class}
 
 
+def by_origin(gt: dict, dets: list[dict], origins: dict[str, str], max_det: int = 300) -> dict[str, dict]:
+    """:func:`evaluate` on the fields of each origin alone (``origins``: file name -> origin), with the
+    origin's image count."""
+    result = {}
+    for origin in sorted(set(origins.values())):
+        ids = {im["id"] for im in gt["images"] if origins.get(im["file_name"]) == origin}
+        sub = {**gt, "images": [im for im in gt["images"] if im["id"] in ids],
+               "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
+        result[origin] = {"images": len(ids), **evaluate(sub, [d for d in dets if d["image_id"] in ids], max_det)}
+    return result
+
+
 def _mean_valid(a: np.ndarray) -> float:
     a = a[a > -1]
     return float(a.mean()) if a.size else float("nan")

@@ -25,6 +25,14 @@ def detection_table(metrics: dict) -> str:
     return markdown_table(["class", "instances", "P", "R", "mAP50", "mAP50-95", "COCOeval mAP50", "COCOeval mAP50-95", "COCOeval AR"], rows)
 
 
+def origin_table(per_origin: dict) -> str:
+    """COCOeval AP50 per class and origin (rows), mAP50 and mAP50-95 of each origin's fields."""
+    classes = list(dict.fromkeys(c for m in per_origin.values() for c in m["per_class"]))
+    rows = [[origin, m["images"], *(f"{m['per_class'][c]['mAP50']:.3f}" if c in m["per_class"] else "—" for c in classes),
+             f"{m['mAP50']:.3f}", f"{m['mAP50-95']:.3f}"] for origin, m in per_origin.items()]
+    return "Per origin (COCOeval):\n\n" + markdown_table(["origin", "images", *(f"{c} AP50" for c in classes), "mAP50", "mAP50-95"], rows)
+
+
 def agreement_line(agreement: dict) -> str:
     return (f"COCOeval vs ultralytics: |Δ mAP50| {agreement['mAP50']:.4f}, |Δ mAP50-95| {agreement['mAP50-95']:.4f}, "
             f"largest per-class |Δ| {agreement['max_per_class']:.4f} ({agreement['max_per_class_name']})")
@@ -79,6 +87,7 @@ def summary(result: dict) -> str:
              f"{'`' + a['head'] + '`' if a['head'] else 'none'}; wall time {result['wall_seconds']:.0f} s.", "",
              "## Detection (validator at conf 0.001)", "", detection_table(result["detection"]), "",
              agreement_line(result["detection"]["agreement"]), "",
+             *([origin_table(result["detection"]["per_origin"]), ""] if "per_origin" in result["detection"] else []),
              "## Cells at the operating point", "", operating_point_table(result["operating_point"], a["conf"], a["match_iou"])]
     if "field_accuracy" in result:
         lines += ["", "## WBC type per field", "", field_section(result["field_accuracy"])]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wbc.errors import DatasetError
-from wbc.formats import attridet, coco, voc, yolo_csv
+from wbc.formats import attridet, coco, merge, voc, yolo_csv
 from wbc.schema import Dataset, DatasetSpec
 
 SOURCE_KEYS = {
@@ -17,9 +17,11 @@ SOURCE_KEYS = {
     "lld": {"labels"},
     "coco": {"annotations", "extra_columns"},
     "voc": {"annotations", "images", "image_attributes"},
+    "yolo": {"labels"},
     "yolo_csv": {"labels", "attributes_csv", "image_column", "field_class"},
+    "merge": set(),
 }
-_READERS = {"attridet": attridet.read, "lld": attridet.read, "coco": coco.read, "voc": voc.read, "yolo_csv": yolo_csv.read}
+_READERS = {"attridet": attridet.read, "lld": attridet.read, "yolo": attridet.read, "merge": merge.read, "coco": coco.read, "voc": voc.read, "yolo_csv": yolo_csv.read}
 
 
 def read_dataset(spec: DatasetSpec) -> Dataset:
@@ -33,7 +35,7 @@ def write_dataset(dataset: Dataset, out: str | Path, fmt: str, copy_images: bool
     """Export ``dataset`` to ``out`` in format ``fmt``; returns the written dataset yaml."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if fmt in ("attridet", "lld"):
+    if fmt in ("attridet", "lld", "yolo"):  # plain YOLO rows are AttriDet rows without attribute columns
         return attridet.write(dataset, out, lld=fmt == "lld", copy_images=copy_images)
     writers = {"coco": coco.write, "voc": voc.write, "yolo_csv": yolo_csv.write}
     if fmt not in writers:

@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from wbc.errors import DatasetError, ProblemLog
-from wbc.schema import Box, Dataset, DatasetSpec, Field
+from wbc.schema import UNKNOWN_ORIGIN, Box, Dataset, DatasetSpec, Field
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 CLIP_TOLERANCE_PX = 0.5  # overshoot below this is rounding in the source, not an annotation error
@@ -201,6 +201,9 @@ def write_dataset_yaml(spec: DatasetSpec, out: Path, fmt: str, splits: dict[str,
         doc["wbc_classes"] = list(spec.wbc_classes)
     if spec.nrbc_classes:
         doc["nrbc_classes"] = list(spec.nrbc_classes)
+    if spec.origins != UNKNOWN_ORIGIN:
+        doc["origins"] = spec.origins if isinstance(spec.origins, str) else {
+            name: [f"{w}x{h}" for (w, h), n in spec.origins.items() if n == name] for name in dict.fromkeys(spec.origins.values())}
     doc["source"] = source
     doc["attributes"] = [
         {k: v for k, v in {
