@@ -21,6 +21,8 @@ SCALED = {"box": 7.5 / 0.05, "cls": 0.5 / 0.5}
 ANCHOR_ONLY = {"cls_pw", "obj", "obj_pw", "iou_t", "anchor_t", "fl_gamma", "anchors"}
 # This project's own keys (used by later training stages), passed through unchanged.
 OWN = {"attribute"}
+# Keys this project turns into ultralytics arguments of its own: stain -> augmentations (wbc/stain.py).
+AUGMENT = {"stain"}
 
 
 class HypError(ValueError):
@@ -55,6 +57,10 @@ def load_hyp(name: str | Path) -> tuple[dict, dict]:
             args[key] = float(value) * SCALED[key]
         elif key in OWN:
             own[key] = value
+        elif key == "stain":
+            from wbc.stain import stain_augmentations
+
+            args["augmentations"] = stain_augmentations(float(value))
         elif key not in ANCHOR_ONLY:
-            raise HypError(f"{path}: unknown hyperparameter {key!r}; known: {sorted(SAME | set(SCALED) | ANCHOR_ONLY | OWN)}")
+            raise HypError(f"{path}: unknown hyperparameter {key!r}; known: {sorted(SAME | set(SCALED) | ANCHOR_ONLY | OWN | AUGMENT)}")
     return args, own

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import yaml
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.nn.tasks import torch_safe_load
 from ultralytics.utils import LOGGER
@@ -45,6 +47,76 @@ class WBCDetectionTrainer(DetectionTrainer):
             record = {"source": str(self.yolov5_source), "tensors": list(self.transferred)}
             (Path(self.save_dir) / TRANSFER_RECORD).write_text(json.dumps(record))  # the model card reads it
         return model
+
+
+class MultiSourceTrainer(WBCDetectionTrainer):
+    """Training on a merged dataset (wbc/formats/merge.py): boxes of a label set ("some WBC type")
+    teach through the partial-label loss (wbc/partial_labels.py), and every field reaches the network
+    at one scale (wbc/rescale.py): each origin's fields are resized by the reference origin's median
+    red-cell diameter over their own (:func:`training_scale`). The scale record goes to
+    ``<phase dir>/scale.json`` for the model card. Validation during training
+    scores typed boxes only (a set-labelled box has no class to score)."""
+
+    SCALE_RECORD = "scale.json"
+
+    def get_dataset(self):
+        data = super().get_dataset()
+        self.label_names = [data["names"][i] for i in range(len(data["names"]))]
+        self.label_sets = data.get("label_sets") or {}
+        nc = len(self.label_names) - len(self.label_sets)
+        data["names"], data["nc"] = {i: n for i, n in enumerate(self.label_names[:nc])}, nc
+        self.scale = training_scale(Path(data["path"]))
+        return data
+
+    def build_dataset(self, img_path, mode="train", batch=None):
+        from ultralytics.utils.torch_utils import unwrap_model
+
+        from wbc.rescale import fit_factor, scaled_dataset
+
+        gs = max(int(unwrap_model(self.model).stride.max()), 32) if self.model else 32
+        return scaled_dataset(self.args, img_path, batch, self.data, mode, gs, self.scale["factors"],
+                              fit_factor(self.args.imgsz, self.scale["field_size"]), self.label_names,
+                              None if mode == "train" else list(range(self.data["nc"])))
+
+    def _setup_train(self):
+        from ultralytics.utils.torch_utils import unwrap_model
+
+        from wbc.partial_labels import PartialLabelDetectionLoss, set_matrix
+
+        super()._setup_train()
+        record = {k: v for k, v in self.scale.items() if k != "factors"}
+        (Path(self.save_dir) / self.SCALE_RECORD).write_text(json.dumps(record, indent=1))
+        if self.label_sets:  # after the EMA copy, as the joint trainer does: checkpoints hold no criterion
+            model = unwrap_model(self.model)
+            model.criterion = PartialLabelDetectionLoss(model, set_matrix(self.label_sets, list(self.data["names"].values())))
+
+    def plot_training_labels(self):
+        """Skipped: ultralytics' label plot indexes class names by label id, and label-set ids have none."""
+
+
+def training_scale(canonical_root: Path) -> dict:
+    """The reference scale of a canonical dataset's train fields: {reference origin (the one with
+    most train fields), its red-cell diameter (px) and field size (px), the diameter per origin, and
+    the resize factor per image file name}. Diameters are what inference resizes fields by
+    (:func:`wbc.rescale.origin_rbc_diameters`), so that training and inference agree; an origin
+    without any estimate keeps its size (factor 1, logged)."""
+    import pandas as pd
+
+    from wbc.rescale import origin_rbc_diameters
+
+    fields = pd.read_csv(canonical_root / "fields.csv", keep_default_na=False)
+    diameters = origin_rbc_diameters(canonical_root)
+    train = fields[fields["split"] == "train"]
+    reference = train["origin"].value_counts().idxmax()
+    ref = train[train["origin"] == reference]
+    d_ref = diameters.get(reference)
+    factors = {img: d_ref / diameters[o] if d_ref and o in diameters else 1.0 for img, o in zip(fields["image"], fields["origin"])}
+    missing = sorted(set(fields["origin"]) - set(diameters))
+    LOGGER.info(f"scale: reference {reference} (red cells {d_ref or float('nan'):.1f} px); resize " +
+                ", ".join(f"{o} x{d_ref / d:.2f}" for o, d in sorted(diameters.items()) if d_ref) +
+                (f"; no estimate, kept as they are: {missing}" if missing else ""))
+    return {"reference_origin": reference, "train_rbc_diameter_px": d_ref, "field_size": int(np.median(np.maximum(ref["width"], ref["height"]))),
+            "origin_rbc_diameter_px": diameters, "factors": factors}
 
 
 @dataclass
@@ -98,13 +170,16 @@ def run_phase(phase: int, data_yaml: Path, init: str, run_dir: Path, epochs: int
                      "device": device, "workers": workers, "project": str(run_dir), "name": save_dir.name,
                      "exist_ok": True, "pretrained": path if kind == "ultralytics" and cfg else kind == "ultralytics",
                      "optimizer": "SGD", **hyp_args, **(extra or {})}  # SGD as in YOLOv5 (ultralytics' 'auto' would override lr0)
+    multisource = "label_sets" in yaml.safe_load(Path(data_yaml).read_text())
     if joint_head is not None:
+        if multisource:
+            raise UsageError("joint attribute training on a merged dataset is not supported: train the head frozen afterwards")
         from wbc.attributes.joint import AttributeTrainer
 
         trainer = AttributeTrainer(overrides=overrides)
         trainer.head_config, trainer.attribute_weight = joint_head, float(own.get("attribute", 1.0))
     else:
-        trainer = WBCDetectionTrainer(overrides=overrides)
+        trainer = (MultiSourceTrainer if multisource else WBCDetectionTrainer)(overrides=overrides)
     trainer.yolov5_source = source
     for event, fn in (callbacks or {}).items():
         trainer.add_callback(event, fn)
