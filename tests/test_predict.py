@@ -53,7 +53,7 @@ class BlobDetector:
 
     imgsz = 256
 
-    def __call__(self, images):
+    def __call__(self, images, factors=None):
         out = []
         for im in images:
             n, _, stats, _ = cv2.connectedComponentsWithStats((im[..., 0] < 128).astype(np.uint8))

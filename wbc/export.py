@@ -82,7 +82,8 @@ def export_onnx(weights: str | Path, out: str | Path | None = None, imgsz: int |
                     **{spec["name"]: {0: "boxes"} for spec in specs}})
     meta = {"names": analyzer.names, "imgsz": s, "stride": analyzer.stride, "layers": layers, "attributes": analyzer.attribute_specs,
             "attribute_classes": analyzer.attribute_classes, "weights": str(weights),
-            "head_file": Path(written["head"]).name if "head" in written else None}
+            "head_file": Path(written["head"]).name if "head" in written else None,
+            "train_rbc_diameter_px": analyzer.reference_rbc_px, "train_field_size": analyzer.field_size}  # fields at the training scale
     written["meta"] = str(out.with_suffix(".onnx.json"))
     Path(written["meta"]).write_text(json.dumps(meta, indent=2))
     return written
@@ -92,7 +93,7 @@ class OnnxAnalyzer(WBCAnalyzer):
     """:class:`WBCAnalyzer` on onnxruntime: same preprocessing, NMS and output, from ``<stem>.onnx``."""
 
     def __init__(self, onnx_file: str | Path, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, threads: int | None = None,
-                 attributes: bool = True):
+                 attributes: bool = True, rescale: bool = True, pixel_size: float | None = None):
         import onnxruntime as ort
 
         onnx_file = Path(onnx_file)
@@ -113,6 +114,8 @@ class OnnxAnalyzer(WBCAnalyzer):
         self.specs = meta["attributes"] if self.head_session else []
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.class_map, self.cell_classifier, self.head, self.head_path, self.device = None, None, None, None, torch.device("cpu")
+        self.reference_rbc_px = meta.get("train_rbc_diameter_px") if rescale else None  # fields at the training scale, as WBCAnalyzer
+        self.field_size, self.pixel_size = meta.get("train_field_size"), pixel_size
 
     @property
     def attribute_specs(self) -> list[dict]:

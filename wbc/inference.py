@@ -1,8 +1,15 @@
 """Whole-field inference in one pass of the detector: boxes, classes, and (where the checkpoint has an
-attribute head) every attribute's value and probability, pooled from the same forward pass."""
+attribute head) every attribute's value and probability, pooled from the same forward pass.
+
+Where the model card records the training scale (``train_rbc_diameter_px``, ``train_field_size``),
+each field is first resized so that its red cells are as large as in training (:mod:`wbc.rescale`:
+from a given pixel size, else estimated from the field), then letterboxed with the training fields'
+own gain (a smaller field is padded, a larger one gets a larger input); cells are reported in the
+original field's pixels."""
 
 from __future__ import annotations
 
+import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +20,7 @@ from ultralytics import YOLO
 from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import scale_boxes
 
-from wbc.attributes.data import letterbox, to_tensor
+from wbc.attributes.data import letterbox, to_tensor, unletterbox
 from wbc.attributes.head import AttributeHead, FeatureTap, head_path_for
 from wbc.class_map import ClassMap
 from wbc.classify.cell_classifier import CellClassifier
@@ -32,6 +39,29 @@ class Cell:
     confidence: float
     attributes: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (value, probability)
     call: tuple[str, float] | None = None  # the cell classifier's (label, probability), for the classes it is configured for
+
+
+def model_card(weights: str | Path) -> dict:
+    """The model card's JSON beside the weights (``<stem>.json``, written by wbc.model_card), or {}."""
+    card = Path(weights).with_suffix(".json")
+    return json.loads(card.read_text()) if card.is_file() else {}
+
+
+@dataclass
+class FieldScale:
+    """How a field was brought to the training scale: resize ``factor``, the red-cell diameter it
+    came from (pixels of the original field) and how that was found ('given', 'estimated',
+    'no estimate', or 'off' where the model records no training scale)."""
+
+    factor: float = 1.0
+    rbc_diameter_px: float | None = None
+    how: str = "off"
+
+    @property
+    def pixel_size_um(self) -> float | None:
+        from wbc.scale import RBC_DIAMETER_UM
+
+        return RBC_DIAMETER_UM / self.rbc_diameter_px if self.rbc_diameter_px else None
 
 
 def load_detector(weights: str | Path) -> tuple[torch.nn.Module, dict[int, str], dict]:
@@ -53,7 +83,7 @@ class WBCAnalyzer:
 
     def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, head: str | Path | bool | None = None, imgsz: int | None = None,
                  conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300, class_map: ClassMap | None = None,
-                 cell_classifier: CellClassifier | None = None):
+                 cell_classifier: CellClassifier | None = None, rescale: bool = True, pixel_size: float | None = None):
         self.detector, self.names, args = load_detector(weights)
         self.model_names = dict(self.names)  # the detector's own classes (self.names changes under a class map)
         self.class_map = None
@@ -69,6 +99,35 @@ class WBCAnalyzer:
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.stride = int(max(self.detector.stride))
         self.cell_classifier = cell_classifier
+        card = model_card(weights)
+        self.reference_rbc_px = card.get("train_rbc_diameter_px") if rescale else None
+        self.field_size = card.get("train_field_size")
+        self.pixel_size = pixel_size
+
+    def field_scales(self, images: list[np.ndarray]) -> list[FieldScale]:
+        """The resize that brings each image to the training scale (factor 1 where the model records
+        none). Fields of one call with the same image size are taken to come from one camera, and so
+        to share a magnification where their estimates agree (:func:`wbc.rescale.consensus`): a
+        lab's fields differ in content, not in magnification."""
+        from wbc.rescale import consensus, diameter_of, factor_for
+
+        if not self.reference_rbc_px:
+            return [FieldScale() for _ in images]
+        found = [diameter_of(im, self.pixel_size) for im in images]
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            by_size.setdefault(im.shape[:2], []).append(i)
+        for indices in by_size.values():
+            for i, pooled in zip(indices, consensus([found[i] for i in indices])):
+                found[i] = pooled
+        return [FieldScale(factor_for(d, self.reference_rbc_px), d, how) for d, how in found]
+
+    @property
+    def gain(self) -> float | None:
+        """The letterbox gain of a training field (input size / training field size), applied to every
+        rescaled field whatever its size: a small field is padded, not enlarged, and a larger one gets a
+        larger input. None (no training scale recorded): every field is fitted to the input size."""
+        return self.imgsz / self.field_size if self.reference_rbc_px and self.field_size else None
 
     def map_classes(self, class_map: ClassMap) -> None:
         """From now on report cells in ``class_map``'s target classes."""
@@ -80,18 +139,28 @@ class WBCAnalyzer:
         return self.head.config.attributes if self.head else []
 
     @torch.inference_mode()
-    def __call__(self, images: list[np.ndarray]) -> list[list[Cell]]:
-        """BGR images (any sizes) -> cells per image. Each image is letterboxed on its own to the smallest
-        stride multiple around it (as ultralytics predicts), and images of one input shape share a
-        forward pass, so an image's cells never depend on the other images of the call."""
-        boxed = [letterbox(im, self.imgsz, self.stride)[0] for im in images]
+    def __call__(self, images: list[np.ndarray], factors: list[float] | None = None) -> list[list[Cell]]:
+        """BGR images (any sizes) -> cells per image. Each image is resized to the training scale
+        (``factors``: given, e.g. 1 for images already resized; None: :meth:`field_scales`),
+        letterboxed on its own to the smallest stride multiple around it (as ultralytics predicts),
+        and images of one input shape share a forward pass, so an image's cells never depend on the
+        other images of the call."""
+        from wbc.rescale import resize
+
+        factors = factors or [f.factor for f in self.field_scales(images)]
+        work = [resize(im, f) for im, f in zip(images, factors)]
+        boxed = [letterbox(im, self.imgsz, self.stride, self.gain)[0] for im in work]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, b in enumerate(boxed):
             groups.setdefault(b.shape[:2], []).append(i)
         cells: list[list[Cell]] = [[] for _ in images]
         for indices in groups.values():
-            for i, row in zip(indices, self._cells(to_tensor([boxed[i] for i in indices]), [images[i] for i in indices])):
+            for i, row in zip(indices, self._cells(to_tensor([boxed[i] for i in indices]), [work[i] for i in indices])):
                 cells[i] = row
+        for row, f, image, w in zip(cells, factors, images, work):
+            if w is not image:
+                for c in row:
+                    c.box = tuple(v / f for v in c.box)
         return cells
 
     def _cells(self, x: torch.Tensor, images: list[np.ndarray]) -> list[list[Cell]]:
@@ -104,7 +173,8 @@ class WBCAnalyzer:
         cells, k = [], 0
         for det, image in zip(detections, images):
             det = det.cpu()
-            boxes = scale_boxes(x.shape[-2:], det[:, :4].clone(), image.shape[:2]).tolist()
+            boxes = (unletterbox(det[:, :4].clone(), x.shape[-2:], image.shape[:2], self.gain) if self.gain
+                     else scale_boxes(x.shape[-2:], det[:, :4].clone(), image.shape[:2])).tolist()
             row = [Cell(tuple(box), int(cls), self.names[int(cls)], score, attributes[k + j] if attributes else {})
                    for j, (box, score, cls) in enumerate(zip(boxes, det[:, 4].tolist(), det[:, 5].tolist()))]
             k += len(row)

@@ -76,9 +76,20 @@ def initial_weights(args: dict, run: Path | None = None) -> str:
     return f"none recorded: built from {Path(str(args['model'])).name}"
 
 
+def training_rbc_diameter(canonical) -> tuple[str, float | None]:
+    """(reference origin, its red-cell diameter in px as the estimator finds it on train fields): the
+    scale inference brings every field to; the same reference and number as training
+    (wbc.training.training_scale)."""
+    from wbc.rescale import origin_rbc_diameters
+
+    fields = canonical.fields()
+    reference = fields[fields["split"] == "train"]["origin"].value_counts().idxmax()
+    return reference, origin_rbc_diameters(canonical.root).get(reference)
+
+
 def write_card(out: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "",
                wbc_classes: list[str] | None = None, history: str = "", nrbc_classes: list[str] | None = None,
-               train_field_size: int | None = None) -> None:
+               train_field_size: int | None = None, train_rbc_diameter_px: float | None = None) -> None:
     weights = out.with_suffix(".pt")
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     a = summary["args"]
@@ -124,10 +135,11 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     # wbc_classes: which of the model's classes are WBC types, nrbc_classes: which of those are nucleated red cells
     # (predict.py's differential count reads both); train_field_size: median longest side of the training images
-    # (predict.py's default tile)
+    # (predict.py's default tile); train_rbc_diameter_px: the red-cell diameter inference resizes every field to (wbc.rescale)
     out.with_suffix(".json").write_text(json.dumps({"result": result, "epochs": summary["epochs"], "train_seconds": summary["train_seconds"],
                                                     "wbc_classes": wbc_classes, "nrbc_classes": nrbc_classes or [],
-                                                    "train_field_size": train_field_size}, indent=2))
+                                                    "train_field_size": train_field_size, "train_rbc_diameter_px": train_rbc_diameter_px},
+                                                   indent=2))
 
 
 def main(argv=None):
@@ -164,10 +176,11 @@ def main(argv=None):
         result["attributes"] = {"split": args.split, "match_iou": 0.5,
                                 **attribute_metrics(cells, cells.matches(0.5), analyzer.attribute_specs)}
     fields = canonical.fields()
-    train = fields[fields["split"] == "train"]
+    reference, rbc_diameter = training_rbc_diameter(canonical)
+    train = fields[(fields["split"] == "train") & (fields["origin"] == reference)]
     field_size = int(train[["width", "height"]].max(axis=1).median()) if len(train) else None
     write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command, canonical.spec.wbc_classes, args.history,
-               canonical.spec.nrbc_classes, field_size)
+               canonical.spec.nrbc_classes, field_size, rbc_diameter)
     print(args.out.with_suffix(".md").read_text())
 
 

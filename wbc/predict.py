@@ -7,7 +7,9 @@ images; a self-contained ``report.html`` gallery.
 Writes ``runs/predict/<name>/``: ``cells.csv`` (one row per cell), ``cells.json`` (per image: size,
 conversion note, cells), ``differential.json`` and ``differential.md`` (per smear and per run),
 ``annotated/<image>.jpg``, ``report.html``, ``skipped.csv`` (files that could not be used, and why).
-Images larger than ``--tile`` pixels are analysed in overlapping tiles (see :mod:`wbc.tiling`).
+Each field is first resized to the scale the model was trained on (``--pixel-size``, else estimated from
+its red cells; reported per field in ``cells.json``); a resized field with a side above 1.5 x ``--tile``
+pixels is then analysed in overlapping tiles (see :mod:`wbc.tiling`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import csv
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -23,23 +26,18 @@ import numpy as np
 
 from wbc.differential import differential, differential_table, review_bin
 from wbc.errors import UsageError
-from wbc.inference import Cell, WBCAnalyzer
+from wbc.inference import Cell, FieldScale, WBCAnalyzer, model_card
 from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
 from wbc.report_html import gallery_crops, write_report
 from wbc.sources import image_sources, load_image
+from wbc.rescale import SCALE_GROUP, resize, tile_needed
 from wbc.tiling import analyze_tiled
-
-
-def _card(weights: str | Path) -> dict:
-    """The model card's JSON beside the weights (``<stem>.json``, written by wbc.model_card), or {}."""
-    card = Path(weights).with_suffix(".json")
-    return json.loads(card.read_text()) if card.is_file() else {}
 
 
 def model_cell_types(weights: str | Path, names: list[str]) -> tuple[list[str], list[str]]:
     """(WBC types, nucleated red cell types) among a model's classes: from the model card's JSON
     (keys ``wbc_classes`` and ``nrbc_classes``), else (every class, none)."""
-    listed = _card(weights)
+    listed = model_card(weights)
     wbc = [c for c in names if c in (listed.get("wbc_classes") or names)]
     return wbc, [c for c in wbc if c in (listed.get("nrbc_classes") or [])]
 
@@ -47,7 +45,32 @@ def model_cell_types(weights: str | Path, names: list[str]) -> tuple[list[str], 
 def default_tile(weights: str | Path, imgsz: int) -> int:
     """Tile side for large images: the size of the fields the model was trained on (model card key
     ``train_field_size``), so that a tile reaches the network at the training scale; else 1.5 × ``imgsz``."""
-    return int(_card(weights).get("train_field_size") or round(1.5 * imgsz))
+    return int(model_card(weights).get("train_field_size") or round(1.5 * imgsz))
+
+
+def _scaled(analyzer: WBCAnalyzer, files):
+    """(path, loaded image, its FieldScale) for each file, read ``SCALE_GROUP`` at a time so that
+    the fields of a group share their scale estimate."""
+    group = []
+    for path in [*files, None]:
+        if path is not None:
+            group.append((path, load_image(path)))
+        if group and (path is None or len(group) == SCALE_GROUP):
+            readable = [loaded.image for _, loaded in group if loaded.image is not None]
+            scales = iter(analyzer.field_scales(readable))
+            yield from ((p, loaded, next(scales) if loaded.image is not None else None) for p, loaded in group)
+            group = []
+
+
+def to_field(cells: list[Cell], scale: FieldScale) -> list[Cell]:
+    """Cells found on the resized field, in the original field's pixels."""
+    for c in cells:
+        c.box = tuple(v / scale.factor for v in c.box)
+    return cells
+
+
+def _round(x: float | None, digits: int) -> float | None:
+    return None if x is None else round(x, digits)
 
 
 def annotate(image: np.ndarray, cells: list[Cell], wbc: set[str], review_conf: float) -> np.ndarray:
@@ -77,9 +100,11 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
             imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7, review_conf: float = 0.5, tile: int | None = None,
             overlap: int | None = None, batch: int = 8, device: str = "cpu", cell_classifier: str | Path | None = None,
             wbc_classes: list[str] | None = None, annotated: bool = True, report: bool = True, log=print,
-            nrbc_classes: list[str] | None = None) -> dict:
+            nrbc_classes: list[str] | None = None, pixel_size: float | None = None, rescale: bool = True) -> dict:
     """Analyse every image of ``source`` and write the outputs to ``out``. Returns the run summary.
-    ``wbc_classes`` / ``nrbc_classes``: None reads them from the model card (:func:`model_cell_types`)."""
+    ``wbc_classes`` / ``nrbc_classes``: None reads them from the model card (:func:`model_cell_types`).
+    ``pixel_size``: µm per pixel of every field (default: estimated per field from its red cells);
+    ``rescale=False`` runs every field at the size it comes."""
     from ultralytics.utils import TQDM
 
     from wbc.classify.cell_classifier import CellClassifier
@@ -87,7 +112,8 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     start = time.time()
     files = image_sources(source)
     analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device,
-                           cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None)
+                           cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None,
+                           rescale=rescale, pixel_size=pixel_size)
     names = list(analyzer.names.values())
     card_wbc, card_nrbc = model_cell_types(weights, names)
     wbc_list = wbc_classes or card_wbc
@@ -111,24 +137,26 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
 
     def flush() -> None:
         if pending:
-            for (name, image), cells in zip(pending, analyzer([im for _, im in pending])):
-                finish(name, image, cells)
+            for (name, image, work, scale), cells in zip(pending, analyzer([w for _, _, w, _ in pending], [1.0] * len(pending))):
+                finish(name, image, to_field(cells, scale))
             pending.clear()
 
     used_names = set()
-    for path in TQDM(files, desc="images"):
-        loaded = load_image(path)
+    for path, loaded, scale in _scaled(analyzer, TQDM(files, desc="images")):
         name = path.name if path.name not in used_names else f"{path.parent.name}_{path.name}"
         used_names.add(name)
         if loaded.image is None:
             skipped[str(path)] = loaded.note
             continue
-        notes[name] = {"path": str(path), "width": loaded.image.shape[1], "height": loaded.image.shape[0], "note": loaded.note}
-        if max(loaded.image.shape[:2]) > tile:
+        work = resize(loaded.image, scale.factor)  # tiles and the letterbox see the field at the training scale
+        notes[name] = {"path": str(path), "width": loaded.image.shape[1], "height": loaded.image.shape[0], "note": loaded.note,
+                       "scale": scale.how, "rbc_diameter_px": _round(scale.rbc_diameter_px, 1),
+                       "pixel_size_um": _round(scale.pixel_size_um, 4), "scale_factor": round(scale.factor, 4)}
+        if tile_needed(*work.shape[:2], tile):
             tiled.append(name)
-            finish(name, loaded.image, analyze_tiled(analyzer, loaded.image, tile, overlap, batch))
+            finish(name, loaded.image, to_field(analyze_tiled(analyzer, work, tile, overlap, batch), scale))
         else:
-            pending.append((name, loaded.image))
+            pending.append((name, loaded.image, work, scale))
             if len(pending) == batch:
                 flush()
     flush()
@@ -153,7 +181,9 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     if report:
         write_report(out / "report.html", f"WBC analysis: {Path(str(source)).name}", diff, cells_by_image, crops, wbc_list, skipped)
     summary = {"images": len(cells_by_image), "skipped": len(skipped), "converted": sum(1 for v in notes.values() if v["note"]),
-               "tiled": len(tiled), "cells": len(rows), "wbc": diff["run"]["wbc"], "seconds": time.time() - start,
+               "tiled": len(tiled), "rescaled": sum(1 for v in notes.values() if v["scale_factor"] != 1),
+               "scale": dict(Counter(v["scale"] for v in notes.values())), "pixel_size_um": pixel_size,
+               "train_rbc_diameter_px": analyzer.reference_rbc_px, "cells": len(rows), "wbc": diff["run"]["wbc"], "seconds": time.time() - start,
                "weights": str(weights), "head": str(analyzer.head_path) if analyzer.head else None, "imgsz": analyzer.imgsz,
                "conf": conf, "review_conf": review_conf, "tile": tile, "overlap": overlap, "wbc_classes": wbc_list,
                "nrbc_classes": nrbc_list}
@@ -161,7 +191,8 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     log(differential_table(diff["run"]))
     for path, reason in skipped.items():
         log(f"skipped {path}: {reason}")
-    log(f"{summary['images']} images ({summary['tiled']} tiled, {summary['converted']} converted), {summary['skipped']} skipped, "
+    log(f"{summary['images']} images ({summary['rescaled']} resized to the training scale, {summary['tiled']} tiled, "
+        f"{summary['converted']} converted), {summary['skipped']} skipped, "
         f"{summary['cells']} cells, {summary['wbc']} WBC in {summary['seconds']:.1f} s; written to {out}")
     return summary
 
@@ -179,7 +210,11 @@ def main(argv=None):
     p.add_argument("--wbc-classes", nargs="+", help="which classes are WBC types (default: from the model card beside the weights, else all)")
     p.add_argument("--nrbc-classes", nargs="*", help="which of them are nucleated red cells, reported per 100 WBC outside the "
                    "differential (default: from the model card; none when given without names)")
-    p.add_argument("--tile", type=int, help="images with a side above this many pixels are tiled (default: the training fields' size from the model card, else 1.5 x the input size)")
+    p.add_argument("--pixel-size", type=float, help="µm per pixel of the fields (default: estimated per field from the median red-cell "
+                   "diameter, 7.5 µm); each field is resized to the scale the model was trained on (its model card records it)")
+    p.add_argument("--no-rescale", action="store_true", help="run every field at the size it comes (no resizing to the training scale)")
+    p.add_argument("--tile", type=int, help="fields (after resizing to the training scale) with a side above 1.5 x this many pixels "
+                   "are tiled (default: the training fields' size from the model card, else 1.5 x the input size)")
     p.add_argument("--overlap", type=int, help="tile overlap in pixels, larger than a cell (default: a third of --tile)")
     p.add_argument("--cell-classifier", help="yaml naming detector classes and a crop classifier to call on them")
     p.add_argument("--batch", type=int, default=8)
@@ -191,4 +226,5 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "predict", args.exist_ok)
     predict(args.source, out, args.weights, False if args.no_head else args.head, args.imgsz, args.conf, args.iou, args.review_conf,
-            args.tile, args.overlap, args.batch, args.device, args.cell_classifier, args.wbc_classes, not args.no_annotated, not args.no_report, nrbc_classes=args.nrbc_classes)
+            args.tile, args.overlap, args.batch, args.device, args.cell_classifier, args.wbc_classes, not args.no_annotated, not args.no_report, nrbc_classes=args.nrbc_classes,
+            pixel_size=args.pixel_size, rescale=not args.no_rescale)

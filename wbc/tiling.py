@@ -38,7 +38,7 @@ def analyze_tiled(analyzer, image: np.ndarray, tile: int, overlap: int, batch: i
     kept: list[Cell] = []
     for start in range(0, len(windows), batch):
         chunk = windows[start:start + batch]
-        for (x0, y0, x1, y1), cells in zip(chunk, analyzer([image[y0:y1, x0:x1] for x0, y0, x1, y1 in chunk])):
+        for (x0, y0, x1, y1), cells in zip(chunk, analyzer([image[y0:y1, x0:x1] for x0, y0, x1, y1 in chunk], [1.0] * len(chunk))):
             for c in cells:
                 bx1, by1, bx2, by2 = c.box
                 cut = ((x0 > 0 and bx1 <= EDGE) or (y0 > 0 and by1 <= EDGE) or

@@ -10,12 +10,16 @@ from torch.utils.data import Dataset
 from wbc.canonical import CanonicalDataset
 
 
-def letterbox(image: np.ndarray, imgsz: int, stride: int | None = None) -> tuple[np.ndarray, float, tuple[int, int]]:
+def letterbox(image: np.ndarray, imgsz: int, stride: int | None = None, gain: float | None = None) -> tuple[np.ndarray, float, tuple[int, int]]:
     """BGR image -> ``imgsz`` letterbox (grey 114 padding, centred), its gain and (pad_x, pad_y): square,
     or with ``stride`` the smallest multiple of it around the resized image (ultralytics' ``auto``
-    letterbox). The rounding matches ultralytics' LetterBox and scale_boxes, so boxes map exactly both ways."""
+    letterbox). ``gain`` (with ``stride``): resize by exactly this instead of fitting ``imgsz``, so
+    that every field reaches the network at one scale whatever its size. The rounding matches
+    ultralytics' LetterBox and scale_boxes, so boxes map exactly both ways."""
     h, w = image.shape[:2]
-    gain = min(imgsz / h, imgsz / w)
+    if gain is not None and not stride:
+        raise ValueError("a fixed letterbox gain needs a stride (the input is sized around the image)")
+    gain = gain or min(imgsz / h, imgsz / w)
     new_w, new_h = round(w * gain), round(h * gain)
     out_w, out_h = (-(-new_w // stride) * stride, -(-new_h // stride) * stride) if stride else (imgsz, imgsz)
     pad_x, pad_y = round((out_w - w * gain) / 2 - 0.1), round((out_h - h * gain) / 2 - 0.1)
@@ -24,6 +28,15 @@ def letterbox(image: np.ndarray, imgsz: int, stride: int | None = None) -> tuple
     out = np.full((out_h, out_w, 3), 114, np.uint8)
     out[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = image[: out_h - pad_y, : out_w - pad_x]
     return out, gain, (pad_x, pad_y)
+
+
+def unletterbox(boxes: torch.Tensor, input_hw: tuple[int, int], image_hw: tuple[int, int], gain: float) -> torch.Tensor:
+    """xyxy boxes in a fixed-gain :func:`letterbox` input of shape ``input_hw`` -> pixels of the image, clipped."""
+    (out_h, out_w), (h, w) = input_hw, image_hw
+    pad_x, pad_y = round((out_w - w * gain) / 2 - 0.1), round((out_h - h * gain) / 2 - 0.1)
+    boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - pad_x) / gain).clamp(0, w)
+    boxes[:, [1, 3]] = ((boxes[:, [1, 3]] - pad_y) / gain).clamp(0, h)
+    return boxes
 
 
 def to_tensor(images: list[np.ndarray]) -> torch.Tensor:

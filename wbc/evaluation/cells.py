@@ -62,14 +62,17 @@ def read_field(path) -> np.ndarray:
 
 
 def predict_fields(analyzer: WBCAnalyzer, canonical: CanonicalDataset, split: str, images: list[str],
-                   batch: int = 16) -> Iterator[tuple[str, list[Cell]]]:
-    """(image name, cells) for each of ``images`` of ``split``, ``batch`` fields per detector pass."""
+                   batch: int = 16, factors: dict[str, float] | None = None) -> Iterator[tuple[str, list[Cell]]]:
+    """(image name, cells) for each of ``images`` of ``split``, ``batch`` fields per detector pass.
+    ``factors``: each field's resize to the training scale (None: the analyzer finds them)."""
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
-        yield from zip(chunk, analyzer([read_field(canonical.root / "images" / split / name) for name in chunk]))
+        yield from zip(chunk, analyzer([read_field(canonical.root / "images" / split / name) for name in chunk],
+                                       [factors[n] for n in chunk] if factors else None))
 
 
-def collect(analyzer: WBCAnalyzer, canonical: CanonicalDataset, split: str, batch: int = 16, progress=None) -> SplitCells:
+def collect(analyzer: WBCAnalyzer, canonical: CanonicalDataset, split: str, batch: int = 16, progress=None,
+            factors: dict[str, float] | None = None) -> SplitCells:
     """Run the analyzer on every field of ``split``. ``progress``: optional wrapper of the iterator (e.g. a progress bar)."""
     fields = canonical.fields()
     images = sorted(fields.loc[fields["split"] == split, "image"])
@@ -77,7 +80,7 @@ def collect(analyzer: WBCAnalyzer, canonical: CanonicalDataset, split: str, batc
         raise DatasetError(canonical.spec.yaml_path, f"split '{split}' has no images")
     truth = canonical.attributes()
     truth = truth[truth["split"] == split].reset_index(drop=True)
-    results = predict_fields(analyzer, canonical, split, images, batch)
+    results = predict_fields(analyzer, canonical, split, images, batch, factors)
     return SplitCells(split, truth, dict(progress(results, len(images)) if progress else results))
 
 

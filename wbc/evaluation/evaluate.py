@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from wbc.canonical import CanonicalDataset, prepare
-from wbc.class_map import ClassMap, load_class_map, require_same_classes
+from wbc.class_map import load_class_map, require_same_classes
 from wbc.errors import DatasetError, UsageError
 from wbc.evaluation import coco
 from wbc.classify.cell_classifier import CellClassifier
@@ -35,7 +35,7 @@ from wbc.evaluation.cells import attribute_metrics, attridet_table, call_counts,
 from wbc.evaluation.detection import validate
 from wbc.evaluation.plots import confusion_counts, plot_confusion
 from wbc.evaluation.report import (agreement_line, attribute_section, call_section, detection_table, field_section, operating_point_table,
-                                   summary)
+                                   origin_table, summary)
 from wbc.field_accuracy import NO_WBC, field_accuracy_of_predictions, has_field_classes
 from wbc.inference import WBCAnalyzer
 from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
@@ -69,7 +69,8 @@ def agreement(ultralytics: dict, cocoeval: dict) -> dict:
 def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgsz: int | None = None, batch: int = 16,
              conf: float = 0.25, iou: float = 0.7, match_iou: float = 0.5, head: str | Path | bool | None = None,
              device: str = "cpu", data_root: str | None = None, attridet_csv: bool = False, plots: bool = True,
-             class_map: str | Path | None = None, cell_classifier: str | Path | None = None, log=print) -> dict:
+             class_map: str | Path | None = None, cell_classifier: str | Path | None = None, log=print,
+             pixel_size: float | None = None, rescale: bool = True) -> dict:
     """Evaluate and write everything to ``out`` (created). Returns the content of metrics.json. ``class_map``:
     a yaml mapping the model's classes to the dataset's, for a model trained on other classes."""
     start = time.time()
@@ -77,7 +78,8 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
     if split not in canonical.splits:
         raise DatasetError(canonical.spec.yaml_path, f"no split '{split}' (present: {', '.join(canonical.splits) or 'none'})")
     analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device,
-                           cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None)
+                           cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None,
+                           rescale=rescale, pixel_size=pixel_size)
     names = canonical.spec.names
     if class_map:
         analyzer.map_classes(load_class_map(class_map, list(analyzer.names.values()), names))
@@ -89,22 +91,32 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
     out.mkdir(parents=True, exist_ok=True)
     settings = {"weights": str(weights), "head": str(analyzer.head_path) if analyzer.head else None, "data": str(data), "split": split,
                 "imgsz": analyzer.imgsz, "batch": batch, "conf": conf, "iou": iou, "match_iou": match_iou, "device": device,
-                "class_map": str(class_map) if class_map else None, "cell_classifier": str(cell_classifier) if cell_classifier else None}
+                "class_map": str(class_map) if class_map else None, "cell_classifier": str(cell_classifier) if cell_classifier else None,
+                "pixel_size": pixel_size, "rescale": bool(analyzer.gain)}
     result = {"settings": settings}
-    predictions = _detection(result, weights, canonical, split, analyzer.imgsz, batch, iou, device, out, plots, analyzer.class_map, log)
+    predictions, factors = _detection(result, analyzer, weights, canonical, split, batch, iou, device, out, plots, log)
     if has_field_classes(canonical, split):
         _field_types(result, predictions, canonical, split, out, plots, log)
-    _cells(result, analyzer, scored, canonical, split, batch, match_iou, out, plots, attridet_csv, log)
+    _cells(result, analyzer, scored, canonical, split, batch, match_iou, out, plots, attridet_csv, log, factors)
     result["wall_seconds"] = time.time() - start
     (out / "metrics.json").write_text(json.dumps(_finite(result), indent=2))
     (out / "summary.md").write_text(summary(result))
     return result
 
 
-def _detection(result: dict, weights, canonical: CanonicalDataset, split: str, imgsz: int, batch: int, iou: float, device: str,
-               out: Path, plots: bool, class_map: ClassMap | None, log) -> list[dict]:
-    """Validator metrics and COCOeval on its predictions into ``result``; returns the predictions."""
-    ultralytics, predictions = validate(weights, canonical, split, imgsz, batch, iou, device, out, plots, class_map)
+def _detection(result: dict, analyzer: WBCAnalyzer, weights, canonical: CanonicalDataset, split: str, batch: int, iou: float,
+               device: str, out: Path, plots: bool, log) -> tuple[list[dict], dict[str, float] | None]:
+    """Validator metrics and COCOeval on its predictions into ``result``; returns the predictions and
+    each field's resize to the training scale (None: fields run as they come)."""
+    imgsz, class_map = analyzer.imgsz, analyzer.class_map
+    factors = _field_scales(result, analyzer, canonical, split, log) if analyzer.gain else None
+    if factors:  # the validator letterboxes to one size: the largest resized field at the training gain
+        fields = canonical.fields()
+        fields = fields[fields["split"] == split]
+        largest = max(max(w, h) * factors[n] * analyzer.gain for n, w, h in zip(fields["image"], fields["width"], fields["height"]))
+        imgsz = max(imgsz, -(-round(largest) // analyzer.stride) * analyzer.stride)
+    ultralytics, predictions = validate(weights, canonical, split, imgsz, batch, iou, device, out, plots, class_map, factors,
+                                        analyzer.gain or 1.0)
     gt = coco.ground_truth(canonical, split)
     dets = coco.detections(predictions, gt)
     (out / "coco_ground_truth.json").write_text(json.dumps(gt))
@@ -113,7 +125,39 @@ def _detection(result: dict, weights, canonical: CanonicalDataset, split: str, i
     result["images"] = len(gt["images"])
     result["detection"] = {"ultralytics": ultralytics, "cocoeval": cocoeval, "agreement": agreement(ultralytics, cocoeval)}
     log(detection_table(result["detection"]) + "\n" + agreement_line(result["detection"]["agreement"]))
-    return predictions
+    fields = canonical.fields()
+    fields = fields[fields["split"] == split]
+    if fields["origin"].nunique() > 1:  # every number per source too, never only pooled
+        result["detection"]["per_origin"] = coco.by_origin(gt, dets, dict(zip(fields["image"], fields["origin"])))
+        log(origin_table(result["detection"]["per_origin"]))
+    return predictions, factors
+
+
+def _field_scales(result: dict, analyzer: WBCAnalyzer, canonical: CanonicalDataset, split: str, log) -> dict[str, float]:
+    """Each field's resize to the training scale, as the analyzer finds it (file name -> factor);
+    the median red-cell diameter and factor per origin go into ``result``."""
+    import numpy as np
+
+    from wbc.evaluation.cells import read_field
+    from wbc.rescale import SCALE_GROUP
+
+    fields = canonical.fields()
+    fields = fields[fields["split"] == split]
+    names = sorted(fields["image"])
+    scales = {}
+    for start in range(0, len(names), SCALE_GROUP):  # pooled as predict.py pools them
+        chunk = names[start:start + SCALE_GROUP]
+        scales.update(zip(chunk, analyzer.field_scales([read_field(canonical.root / "images" / split / n) for n in chunk])))
+    per_origin = {}
+    for origin, names in fields.groupby("origin")["image"]:
+        found = [scales[n] for n in names if scales[n].rbc_diameter_px]
+        per_origin[origin] = {"fields": len(names), "without_estimate": len(names) - len(found),
+                              "median_rbc_diameter_px": float(np.median([s.rbc_diameter_px for s in found])) if found else None,
+                              "median_factor": float(np.median([s.factor for s in found])) if found else None}
+    result["scale"] = {"train_rbc_diameter_px": analyzer.reference_rbc_px, "pixel_size_um": analyzer.pixel_size, "per_origin": per_origin}
+    log("Resized to the training scale (red cells " + f"{analyzer.reference_rbc_px:.1f} px): " + ", ".join(
+        f"{o} x{m['median_factor']:.2f}" if m["median_factor"] else f"{o} (no estimate)" for o, m in per_origin.items()))
+    return {name: s.factor for name, s in scales.items()}
 
 
 def _field_types(result: dict, predictions: list[dict], canonical: CanonicalDataset, split: str, out: Path, plots: bool, log) -> None:
@@ -128,13 +172,13 @@ def _field_types(result: dict, predictions: list[dict], canonical: CanonicalData
 
 
 def _cells(result: dict, analyzer: WBCAnalyzer, specs: list[dict], canonical: CanonicalDataset, split: str, batch: int, match_iou: float,
-           out: Path, plots: bool, attridet_csv: bool, log) -> None:
+           out: Path, plots: bool, attridet_csv: bool, log, factors: dict[str, float] | None = None) -> None:
     """The analyzer's cells at its confidence: operating point, attributes.csv, scores of the attributes
     in ``specs`` and plots."""
     from ultralytics.utils import TQDM
 
     names = canonical.spec.names
-    cells = collect(analyzer, canonical, split, batch, progress=lambda it, n: TQDM(it, total=n, desc=f"cells ({split})"))
+    cells = collect(analyzer, canonical, split, batch, progress=lambda it, n: TQDM(it, total=n, desc=f"cells ({split})"), factors=factors)
     agnostic, aware = cells.matches(match_iou, class_aware=False), cells.matches(match_iou, class_aware=True)
     result["operating_point"] = operating_point(cells, aware, names)
     log(operating_point_table(result["operating_point"], analyzer.conf, match_iou))
@@ -191,6 +235,9 @@ def main(argv=None):
                    "for a model trained on other classes, e.g. data/class_maps/pbc_to_bccd.yaml")
     p.add_argument("--cell-classifier", help="yaml naming detector classes and a crop classifier to call on them "
                    "(e.g. lymphocyte-like cells -> reactive / normal); its label and probability go into attributes.csv")
+    p.add_argument("--pixel-size", type=float, help="µm per pixel of the fields (default: estimated per field from its red cells); "
+                   "fields are resized to the scale the model was trained on, as predict.py does")
+    p.add_argument("--no-rescale", action="store_true", help="evaluate every field at the size it comes")
     p.add_argument("--attridet-csv", action="store_true", help="also write AttriDet's test.csv layout")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--device", default="cpu", help="cpu, 0 or cuda:0")
@@ -200,5 +247,5 @@ def main(argv=None):
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "test", args.exist_ok)
     result = evaluate(args.weights, args.data, out, args.split, args.imgsz, args.batch, args.conf, args.iou, args.match_iou,
                       False if args.no_head else args.head, args.device, args.data_root, args.attridet_csv, not args.no_plots,
-                      args.class_map, args.cell_classifier)
+                      args.class_map, args.cell_classifier, pixel_size=args.pixel_size, rescale=not args.no_rescale)
     print(f"{result['images']} images in {result['wall_seconds']:.0f} s; written to {out}")

@@ -1,0 +1,78 @@
+"""Detection AP per origin of a split, scored on what ``predict.py`` writes, exactly as a user runs it.
+
+    .venv/bin/python benchmarks/predict_by_origin.py --data data/txl_pbc.yaml --class-map data/class_maps/pbc_to_txl.yaml --name txl_val
+
+``test.py`` scores the validator's predictions at confidence 0.001; a lab sees ``predict.py``'s cells
+(its ``--conf``, rescaling and tiling), so this runs :func:`wbc.predict.predict` on the split's
+images and scores its ``cells.json`` with COCOeval, per origin and pooled. A cell's confidence is its
+score; cells of classes the class map drops are left out. Writes ``runs/predict_ap/<name>/``
+(``metrics.json``, ``summary.md``, and the predict run under ``predict/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml  # noqa: E402
+
+from wbc.canonical import prepare  # noqa: E402
+from wbc.evaluation import coco  # noqa: E402
+from wbc.evaluation.report import origin_table  # noqa: E402
+from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir  # noqa: E402
+from wbc.predict import predict  # noqa: E402
+
+
+def score(cells_json: Path, gt: dict, class_map: dict[str, str | None] | None, origins: dict[str, str]) -> dict:
+    names = {c["name"]: c["id"] for c in gt["categories"]}
+    ids = {im["file_name"]: im["id"] for im in gt["images"]}
+    dets = []
+    for field in json.loads(cells_json.read_text()):
+        for c in field["cells"]:
+            name = class_map.get(c["class"]) if class_map else c["class"]
+            if name is None:
+                continue
+            x1, y1, x2, y2 = c["x1"], c["y1"], c["x2"], c["y2"]
+            dets.append({"image_id": ids[field["image"]], "category_id": names[name], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                         "score": c["confidence"]})
+    return {"pooled": coco.evaluate(gt, dets), "per_origin": coco.by_origin(gt, dets, origins)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--class-map", help="yaml 'model class: dataset class or null' (e.g. data/class_maps/pbc_to_txl.yaml)")
+    p.add_argument("--conf", type=float, default=0.25, help="predict.py's --conf (its default)")
+    p.add_argument("--pixel-size", type=float)
+    p.add_argument("--no-rescale", action="store_true")
+    p.add_argument("--name", default="exp")
+    args = p.parse_args(argv)
+    canonical = prepare(args.data)
+    fields = canonical.fields()
+    fields = fields[fields["split"] == args.split].sort_values("image")
+    out = new_run_dir(args.name, REPO_ROOT / "runs" / "predict_ap")
+    out.mkdir(parents=True)
+    listing = out / "images.txt"
+    listing.write_text("".join(f"{canonical.root / 'images' / args.split / n}\n" for n in fields["image"]))
+    summary = predict(listing, out / "predict", args.weights, conf=args.conf, annotated=False, report=False, pixel_size=args.pixel_size,
+                      rescale=not args.no_rescale, log=lambda *a: None)
+    class_map = yaml.safe_load(Path(args.class_map).read_text()) if args.class_map else None
+    result = score(out / "predict" / "cells.json", coco.ground_truth(canonical, args.split), class_map,
+                   dict(zip(fields["image"], fields["origin"])))
+    result["settings"] = {**vars(args), "predict_seconds": summary["seconds"], "rescaled": summary["rescaled"], "tiled": summary["tiled"]}
+    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    pooled = {"all": {"images": len(fields), **result["pooled"]}}
+    table = origin_table({**result["per_origin"], **pooled})
+    (out / "summary.md").write_text(f"# {args.weights} on {args.data} {args.split}, through predict.py (conf {args.conf})\n\n{table}\n")
+    print(table)
+    print(f"{summary['rescaled']} fields resized, {summary['tiled']} tiled; predict {summary['seconds']:.0f} s; written to {out}")
+
+
+if __name__ == "__main__":
+    main()
