@@ -136,3 +136,23 @@ def test_report_renders_the_differential_counts_in_headless_chromium(trained, tm
     expected = {k: str(v["count"]) for k, v in diff["per_class"].items() if v["count"]}
     assert shown == {**expected, "WBC": str(diff["wbc"])} and diff["wbc"] > 0
     assert dom.count("<figure") == diff["wbc"]  # every WBC-type cell has its crop in the gallery
+
+
+def test_a_cell_scored_as_two_types_is_one_cell(monkeypatch):
+    """ultralytics' NMS is per class: a cell scoring BNE 0.72 and SNE 0.57 would be counted twice.
+    The analyzer's NMS is class-agnostic: one box per cell, of its best class."""
+    import torch
+
+    from wbc.inference import WBCAnalyzer
+    from wbc.paths import DEFAULT_WEIGHTS
+
+    analyzer = WBCAnalyzer(DEFAULT_WEIGHTS, head=False, rescale=False)
+    names = list(analyzer.names.values())
+    raw = torch.zeros(1, 4 + len(names), 3)
+    raw[0, :4, 0] = torch.tensor([100.0, 100.0, 80.0, 80.0])  # xywh: one cell
+    raw[0, :4, 1] = torch.tensor([101.0, 100.0, 80.0, 78.0])  # the same cell, boxed a pixel off
+    raw[0, :4, 2] = torch.tensor([250.0, 250.0, 40.0, 40.0])  # a red cell elsewhere
+    raw[0, 4 + names.index("BNE"), 0], raw[0, 4 + names.index("SNE"), 1], raw[0, 4 + names.index("RBC"), 2] = 0.72, 0.57, 0.9
+    monkeypatch.setattr(analyzer, "_forward", lambda x: (raw, []))
+    cells = analyzer([np.full((352, 352, 3), 200, np.uint8)])[0]
+    assert sorted(c.class_name for c in cells) == ["BNE", "RBC"]

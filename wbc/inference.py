@@ -165,7 +165,8 @@ class WBCAnalyzer:
 
     def _cells(self, x: torch.Tensor, images: list[np.ndarray]) -> list[list[Cell]]:
         predictions, features = self._forward(x)
-        detections = non_max_suppression(predictions, self.conf, self.iou, max_det=self.max_det)
+        # one box per cell: class-agnostic NMS, so that a cell scored as two WBC types (BNE 0.72, SNE 0.57) is counted once
+        detections = non_max_suppression(predictions, self.conf, self.iou, agnostic=True, max_det=self.max_det)
         detections = [torch.cat([d[:, :6], d[:, 5:6]], 1) for d in detections]  # column 6: the model's own class, kept through a class map
         if self.class_map:
             detections = [self.class_map.apply(d, self.iou) for d in detections]

@@ -87,9 +87,26 @@ def training_rbc_diameter(canonical) -> tuple[str, float | None]:
     return reference, origin_rbc_diameters(canonical.root).get(reference)
 
 
+def per_origin_section(metrics: dict) -> str:
+    """AP per class and origin from a ``test.py`` metrics.json (validator, conf 0.001) or a
+    ``benchmarks/predict_by_origin.py`` one (predict.py's cells), with the command's settings."""
+    from wbc.evaluation.report import origin_table
+
+    settings = metrics.get("settings", {})
+    if "per_origin" in metrics:  # predict_by_origin
+        rows = {**metrics["per_origin"], "all": {"images": sum(m["images"] for m in metrics["per_origin"].values()), **metrics["pooled"]}}
+        how = f"through `predict.py` (conf {settings.get('conf')}, its rescaling and tiling), `{settings.get('data')}` {settings.get('split')}"
+    else:
+        detection = metrics["detection"]
+        rows = {**detection.get("per_origin", {}), "all": {"images": metrics["images"], **detection["cocoeval"]}}
+        how = f"`test.py` validator (conf 0.001), `{settings.get('data')}` {settings.get('split')}"
+    return f"{how}; COCOeval.\n\n" + origin_table(rows).split("\n\n", 1)[1]
+
+
 def write_card(out: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "",
                wbc_classes: list[str] | None = None, history: str = "", nrbc_classes: list[str] | None = None,
-               train_field_size: int | None = None, train_rbc_diameter_px: float | None = None) -> None:
+               train_field_size: int | None = None, train_rbc_diameter_px: float | None = None,
+               evaluations: dict[str, dict] | None = None, limits: str | None = None, train_data: str | None = None) -> None:
     weights = out.with_suffix(".pt")
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     a = summary["args"]
@@ -97,11 +114,11 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
     budget = f" (ultralytics `time` budget: {a['time']} h)" if a.get("time") else ""
     lines = [
         f"# {weights.name}", "",
-        f"WBC detector ({architecture}, ultralytics v5u architecture) trained on `{data}`.", "",
+        f"WBC detector ({architecture}, ultralytics v5u architecture) trained on `{train_data or data}`.", "",
         "| | |", "|---|---|",
         f"| file | `{weights.name}` ({weights.stat().st_size / 1e6:.1f} MB, sha256 `{sha[:16]}…`) |",
         f"| classes | {', '.join(result['per_class'])} |",
-        f"| data | `{data}` train split (canonical import, see README), validated on `{result['split']}` |",
+        f"| data | `{train_data or data}` train split (canonical import, see README), validated on `{data}` {result['split']} |",
         f"| initial weights | `{initial_weights(a, summary.get('run'))}` |",
         *([f"| history | {history} |"] if history else []),
         f"| command | `{command}` |",
@@ -129,9 +146,11 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
                   f"Top-1 accuracy **{fa['accuracy'] * 100:.2f}%**; fields with no WBC detected: {fa['no_wbc_detected']}.", "",
                   "| field class | recall | predicted as |", "|---|---|---|"]
         lines += [f"| {c} | {r:.3f} | {', '.join(f'{k} {v}' for k, v in fa['confusion'][c].items())} |" for c, r in fa["recall_per_class"].items()]
-    lines += ["", "## Limits", "",
+    for title, metrics in (evaluations or {}).items():
+        lines += ["", f"## {title}", "", per_origin_section(metrics)]
+    lines += ["", "## Limits", "", limits or (
               "Trained on PBC fields (CellaVision DM96, one centred WBC per field, 360×363 px): expect lower accuracy on other "
-              "scanners, stains and magnifications, and on fields with several or overlapping WBCs. Not a medical device."]
+              "scanners, stains and magnifications, and on fields with several or overlapping WBCs. Not a medical device.")]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     # wbc_classes: which of the model's classes are WBC types, nrbc_classes: which of those are nucleated red cells
     # (predict.py's differential count reads both); train_field_size: median longest side of the training images
@@ -155,6 +174,10 @@ def main(argv=None):
     p.add_argument("--head-command", default="", help="the command that trained the head, for the card")
     p.add_argument("--machine", default=f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU")
     p.add_argument("--history", default="", help="how the initial weights were made, for a fine-tuned model's card")
+    p.add_argument("--evaluation", nargs=2, action="append", default=[], metavar=("TITLE", "METRICS_JSON"),
+                   help="a section of per-origin AP from a test.py or benchmarks/predict_by_origin.py metrics.json (repeatable)")
+    p.add_argument("--train-data", help="the dataset yaml the model was trained on, when not --data (e.g. a merged one)")
+    p.add_argument("--limits", help="the card's Limits paragraph (default: the PBC-only text)")
     args = p.parse_args(argv)
     guard_downloads()
     weights = args.weights or args.run / "weights" / "best.pt"
@@ -180,7 +203,8 @@ def main(argv=None):
     train = fields[(fields["split"] == "train") & (fields["origin"] == reference)]
     field_size = int(train[["width", "height"]].max(axis=1).median()) if len(train) else None
     write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command, canonical.spec.wbc_classes, args.history,
-               canonical.spec.nrbc_classes, field_size, rbc_diameter)
+               canonical.spec.nrbc_classes, field_size, rbc_diameter,
+               {title: json.loads(Path(path).read_text()) for title, path in args.evaluation}, args.limits, args.train_data)
     print(args.out.with_suffix(".md").read_text())
 
 
