@@ -101,3 +101,13 @@ def test_multisource_training_runs_with_label_sets_and_saves_a_typed_detector(so
     assert YOLO(str(phase / "weights" / "last.pt")).names == {0: "LY", 1: "MO", 2: "NE", 3: "RBC", 4: "PLT"}
     record = yaml.safe_load((phase / "scale.json").read_text())
     assert record["reference_origin"] in ("Typed-lab", "Big-lab") and record["train_rbc_diameter_px"] > 0
+
+
+def test_a_source_can_be_left_out(sources, tmp_path):
+    doc = yaml.safe_load(sources.read_text())
+    doc["parts"][1]["exclude_origins"] = ["Big-lab"]
+    left_out = tmp_path / "no_big_lab.yaml"
+    left_out.write_text(yaml.safe_dump({**doc, "name": "no_big_lab"}))
+    canonical = prepare(left_out)
+    assert set(canonical.fields()["origin"]) == {"Typed-lab"}
+    assert any("left out (exclude_origins)" in p.reason for p in canonical.problems.problems)

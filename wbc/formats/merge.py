@@ -9,6 +9,7 @@
     parts:
       - data: pbc_wbcatt.yaml      # a dataset yaml, relative to this one
         max_fields: {train: 2000}  # optional: a fixed subset (by a hash of the file name) of a split
+        exclude_origins: [BCCD]    # optional: leave a source's fields out (leave-one-source-out)
       - data: txl_pbc.yaml
         classes: {WBC: WBC, RBC: RBC, Platelet: PLT}   # part class -> class or label set (null: drop)
       - data: bccd.yaml
@@ -42,7 +43,7 @@ import numpy as np
 from wbc.errors import DatasetError, ProblemLog
 from wbc.schema import Box, Dataset, DatasetSpec, Field
 
-_PART_KEYS = {"data", "classes", "typed_by", "max_fields"}
+_PART_KEYS = {"data", "classes", "typed_by", "max_fields", "exclude_origins"}
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Part:
     classes: dict[str, str | None]  # part class -> merged class or label set (None: dropped)
     typed_by: tuple[str, dict[str, str]] | None = None  # (attribute, value -> merged class or set)
     max_fields: dict[str, int] = field(default_factory=dict)
+    exclude_origins: tuple[str, ...] = ()  # fields of these origins are left out (leave-one-source-out)
 
 
 def parse_merge(raw: dict, yaml_path: Path, names: list[str]) -> tuple[list[Part], dict[str, list[str]], list[dict]]:
@@ -97,7 +99,8 @@ def parse_merge(raw: dict, yaml_path: Path, names: list[str]) -> tuple[list[Part
             if a.name in attributes and attributes[a.name]["values"] != decl["values"]:
                 raise DatasetError(yaml_path, f"{where}: attribute {a.name!r} has other values than in an earlier part")
             attributes.setdefault(a.name, decl)
-        parts.append(Part(spec, classes, typed_by, {str(k): int(v) for k, v in (p.get("max_fields") or {}).items()}))
+        parts.append(Part(spec, classes, typed_by, {str(k): int(v) for k, v in (p.get("max_fields") or {}).items()},
+                          tuple(str(o) for o in p.get("exclude_origins") or ())))
     names.extend(label_sets)
     return parts, label_sets, list(attributes.values())
 
@@ -120,6 +123,12 @@ def read(spec: DatasetSpec) -> Dataset:
         for split, fields in data.splits.items():
             if split not in spec.splits:
                 continue
+            if part.exclude_origins:
+                left_out = [f for f in fields if part.spec.origin_of(f.width, f.height) in part.exclude_origins]
+                if left_out:
+                    problems.add(split, "noted", f"{part.spec.name}: {len(left_out)} fields of {', '.join(part.exclude_origins)} left out "
+                                                 f"(exclude_origins)", part.spec.yaml_path)
+                fields = [f for f in fields if part.spec.origin_of(f.width, f.height) not in part.exclude_origins]
             kept = _subset(fields, part.max_fields[split]) if split in part.max_fields else fields
             if len(kept) < len(fields):
                 problems.add(split, "noted", f"{part.spec.name}: {len(fields) - len(kept)} of {len(fields)} fields left out (max_fields)",
