@@ -147,3 +147,12 @@ def test_a_checkpoint_without_head_is_evaluated_for_detection_alone(trained, tmp
     assert not [c for c in table.columns if c.startswith("prob_")]
     with pytest.raises(DatasetError, match="no split 'nosuch'"):
         evaluate(weights, data, tmp_path / "x", split="nosuch", head=False, log=lambda s: None)
+
+
+def test_grouped_field_accuracy_counts_a_class_of_the_same_group_as_right():
+    from wbc.field_accuracy import grouped_accuracy
+
+    confusion = {"BNE": {"SNE": 3, "BNE": 1}, "MY": {"PMY": 1, "EO": 1}, "EO": {"EO": 2}}
+    groups = {"NE": ["BNE", "SNE"], "IG": ["MMY", "MY", "PMY"]}
+    assert grouped_accuracy(confusion, groups) == pytest.approx(7 / 8)
+    assert grouped_accuracy(confusion, {}) == pytest.approx(3 / 8)

@@ -48,6 +48,15 @@ def field_accuracy(canonical: CanonicalDataset, split: str, predicted: dict[str,
     }
 
 
+def grouped_accuracy(confusion: dict[str, dict[str, int]], groups: dict[str, list[str]]) -> float:
+    """Accuracy of a :func:`field_accuracy` confusion when every class of a group counts as the group
+    (PBC's published scheme: BNE + SNE neutrophils, MMY + MY + PMY immature granulocytes)."""
+    label = {c: g for g, members in groups.items() for c in members}
+    total = sum(n for row in confusion.values() for n in row.values())
+    correct = sum(n for t, row in confusion.items() for p, n in row.items() if label.get(t, t) == label.get(p, p))
+    return correct / total
+
+
 def field_accuracy_of_predictions(canonical: CanonicalDataset, split: str, predictions: Iterable[dict]) -> dict:
     """:func:`field_accuracy` of COCO-style detection records (``file_name``, ``category_id`` = class + 1,
     ``score``), as the ultralytics validator writes them (see :func:`wbc.evaluation.detection.validate`)."""

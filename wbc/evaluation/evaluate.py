@@ -36,7 +36,7 @@ from wbc.evaluation.detection import validate
 from wbc.evaluation.plots import confusion_counts, plot_confusion
 from wbc.evaluation.report import (agreement_line, attribute_section, call_section, detection_table, field_section, operating_point_table,
                                    origin_table, summary)
-from wbc.field_accuracy import NO_WBC, field_accuracy_of_predictions, has_field_classes
+from wbc.field_accuracy import NO_WBC, field_accuracy_of_predictions, grouped_accuracy, has_field_classes
 from wbc.inference import WBCAnalyzer
 from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
 
@@ -70,7 +70,7 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
              conf: float = 0.25, iou: float = 0.7, match_iou: float = 0.5, head: str | Path | bool | None = None,
              device: str = "cpu", data_root: str | None = None, attridet_csv: bool = False, plots: bool = True,
              class_map: str | Path | None = None, cell_classifier: str | Path | None = None, log=print,
-             pixel_size: float | None = None, rescale: bool = True) -> dict:
+             pixel_size: float | None = None, rescale: bool = True, field_groups: dict[str, list[str]] | None = None) -> dict:
     """Evaluate and write everything to ``out`` (created). Returns the content of metrics.json. ``class_map``:
     a yaml mapping the model's classes to the dataset's, for a model trained on other classes."""
     start = time.time()
@@ -96,7 +96,7 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
     result = {"settings": settings}
     predictions, factors = _detection(result, analyzer, weights, canonical, split, batch, iou, device, out, plots, log)
     if has_field_classes(canonical, split):
-        _field_types(result, predictions, canonical, split, out, plots, log)
+        _field_types(result, predictions, canonical, split, out, plots, log, field_groups)
     _cells(result, analyzer, scored, canonical, split, batch, match_iou, out, plots, attridet_csv, log, factors)
     result["wall_seconds"] = time.time() - start
     (out / "metrics.json").write_text(json.dumps(_finite(result), indent=2))
@@ -160,9 +160,15 @@ def _field_scales(result: dict, analyzer: WBCAnalyzer, canonical: CanonicalDatas
     return {name: s.factor for name, s in scales.items()}
 
 
-def _field_types(result: dict, predictions: list[dict], canonical: CanonicalDataset, split: str, out: Path, plots: bool, log) -> None:
-    """WBC type per single-WBC field, from the validator's predictions (conf 0.001: every field gets its best guess)."""
+def _field_types(result: dict, predictions: list[dict], canonical: CanonicalDataset, split: str, out: Path, plots: bool, log,
+                 groups: dict[str, list[str]] | None = None) -> None:
+    """WBC type per single-WBC field, from the validator's predictions (conf 0.001: every field gets its best guess);
+    with ``groups``, also with the classes of each group counted as one."""
     field = result["field_accuracy"] = field_accuracy_of_predictions(canonical, split, predictions)
+    if groups:
+        field["grouped"] = {"groups": groups, "accuracy": grouped_accuracy(field["confusion"], groups)}
+        merged = ", ".join(f"{g} = {'+'.join(m)}" for g, m in groups.items())
+        log(f"WBC type per field with {merged}: {field['grouped']['accuracy'] * 100:.2f}%")
     if plots:
         truth = [t for t, row in field["confusion"].items() for _, n in row.items() for _ in range(n)]
         guess = [p for row in field["confusion"].values() for p, n in row.items() for _ in range(n)]
@@ -208,6 +214,19 @@ def _cells(result: dict, analyzer: WBCAnalyzer, specs: list[dict], canonical: Ca
                                f"{s['name']} ({split}, matched boxes)", out / "attribute_confusion" / f"{s['name']}.png")
 
 
+def parse_groups(specs: list[str] | None) -> dict[str, list[str]] | None:
+    """['NE=BNE,SNE', ...] -> {'NE': ['BNE', 'SNE'], ...}."""
+    if not specs:
+        return None
+    groups = {}
+    for spec in specs:
+        name, sep, members = spec.partition("=")
+        if not sep or not name or not members:
+            raise UsageError(f"--field-groups: {spec!r} is not GROUP=CLASS,CLASS")
+        groups[name] = members.split(",")
+    return groups
+
+
 def _finite(x):
     """NaN -> None, so that metrics.json is strict JSON."""
     if isinstance(x, dict):
@@ -238,6 +257,8 @@ def main(argv=None):
     p.add_argument("--pixel-size", type=float, help="µm per pixel of the fields (default: estimated per field from its red cells); "
                    "fields are resized to the scale the model was trained on, as predict.py does")
     p.add_argument("--no-rescale", action="store_true", help="evaluate every field at the size it comes")
+    p.add_argument("--field-groups", nargs="+", metavar="GROUP=A,B", help="also score the WBC type per field with classes grouped, "
+                   "e.g. NE=BNE,SNE IG=MMY,MY,PMY (PBC's published 8-group scheme)")
     p.add_argument("--attridet-csv", action="store_true", help="also write AttriDet's test.csv layout")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--device", default="cpu", help="cpu, 0 or cuda:0")
@@ -247,5 +268,6 @@ def main(argv=None):
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "test", args.exist_ok)
     result = evaluate(args.weights, args.data, out, args.split, args.imgsz, args.batch, args.conf, args.iou, args.match_iou,
                       False if args.no_head else args.head, args.device, args.data_root, args.attridet_csv, not args.no_plots,
-                      args.class_map, args.cell_classifier, pixel_size=args.pixel_size, rescale=not args.no_rescale)
+                      args.class_map, args.cell_classifier, pixel_size=args.pixel_size, rescale=not args.no_rescale,
+                      field_groups=parse_groups(args.field_groups))
     print(f"{result['images']} images in {result['wall_seconds']:.0f} s; written to {out}")

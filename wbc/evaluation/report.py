@@ -68,7 +68,9 @@ def attribute_section(attributes: dict, match_iou: float) -> str:
 def field_section(field: dict) -> str:
     rows = [[c, f"{r:.3f}", ", ".join(f"{p} {n}" for p, n in field["confusion"][c].items())] for c, r in field["recall_per_class"].items()]
     return (f"WBC type per field ({field['fields']} fields; the highest-confidence WBC-type box vs the field's class): "
-            f"accuracy **{_pct(field['accuracy'])}**, {field['no_wbc_detected']} fields without any WBC detection.\n\n"
+            f"accuracy **{_pct(field['accuracy'])}**, {field['no_wbc_detected']} fields without any WBC detection"
+            + (f"; with {', '.join(f'{g} = ' + '+'.join(m) for g, m in field['grouped']['groups'].items())} counted as one, "
+               f"**{_pct(field['grouped']['accuracy'])}**" if "grouped" in field else "") + ".\n\n"
             + markdown_table(["class", "recall", "predicted as"], rows))
 
 
