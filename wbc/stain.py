@@ -26,5 +26,6 @@ def stain_augmentations(p: float) -> list:
         A.OneOf([A.GaussianBlur(blur_limit=(3, 7)), A.Defocus(radius=(1, 3))], p=0.2 * p),  # focus
         A.ImageCompression(quality_range=(40, 95), p=0.3 * p),  # JPEG from the camera or slide scanner
         A.GaussNoise(std_range=(0.01, 0.04), p=0.15 * p),  # sensor noise
-        A.ToGray(p=0.02 * p),
+        A.ToGray(p=0.05 * p),  # morphology without colour
+        A.ChannelShuffle(p=0.1 * p),  # far-off stains (blue-grey red cells of some Giemsa / May-Grünwald smears)
     ]
