@@ -69,6 +69,17 @@ def to_field(cells: list[Cell], scale: FieldScale) -> list[Cell]:
     return cells
 
 
+def scale_note(notes: dict[str, dict], reference_px: float | None) -> str:
+    """One line on how the run's fields were resized to the training scale, for the report."""
+    if not reference_px:
+        return "Fields were analysed at the size they came (the model records no training scale)."
+    factors = sorted(n["scale_factor"] for n in notes.values())
+    diameters = sorted(n["rbc_diameter_px"] for n in notes.values() if n["rbc_diameter_px"])
+    found = f"median red-cell diameter {diameters[len(diameters) // 2]:.0f} px" if diameters else "no red-cell estimate"
+    return (f"Fields were resized to the model's training scale (red cells {reference_px:.0f} px): {found}, resize factor "
+            f"{factors[0]:.2f}–{factors[-1]:.2f} (per field in cells.json).")
+
+
 def _round(x: float | None, digits: int) -> float | None:
     return None if x is None else round(x, digits)
 
@@ -179,7 +190,8 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     with (out / "skipped.csv").open("w", newline="") as f:
         csv.writer(f).writerows([("file", "reason"), *skipped.items()])
     if report:
-        write_report(out / "report.html", f"WBC analysis: {Path(str(source)).name}", diff, cells_by_image, crops, wbc_list, skipped)
+        write_report(out / "report.html", f"WBC analysis: {Path(str(source)).name}", diff, cells_by_image, crops, wbc_list, skipped,
+                     scale_note(notes, analyzer.reference_rbc_px))
     summary = {"images": len(cells_by_image), "skipped": len(skipped), "converted": sum(1 for v in notes.values() if v["note"]),
                "tiled": len(tiled), "rescaled": sum(1 for v in notes.values() if v["scale_factor"] != 1),
                "scale": dict(Counter(v["scale"] for v in notes.values())), "pixel_size_um": pixel_size,

@@ -48,8 +48,8 @@ def gallery_crops(image: np.ndarray, cells: list[Cell], wbc_classes: list[str], 
 
 
 def write_report(path, title: str, diff: dict, cells_by_image: dict[str, list[Cell]], crops: dict[str, dict[int, str]],
-                 wbc_classes: list[str], skipped: dict[str, str]) -> None:
-    """``crops``: {image: :func:`gallery_crops`}."""
+                 wbc_classes: list[str], skipped: dict[str, str], scale_note: str = "") -> None:
+    """``crops``: {image: :func:`gallery_crops`}; ``scale_note``: how the fields were brought to the training scale."""
     wbc = set(wbc_classes)
     gallery: dict[str, list[tuple[Cell, str, int]]] = {}
     for name, cells in cells_by_image.items():
@@ -76,7 +76,8 @@ def write_report(path, title: str, diff: dict, cells_by_image: dict[str, list[Ce
     page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>'
             f"<h1>{html.escape(title)}</h1>"
             f'<p class="note">{len(cells_by_image)} images; WBC-type cells below confidence {diff["review_conf"]} are in '
-            f'"{UNIDENTIFIED}" for review. Galleries are sorted least confident first.</p>'
+            f'"{UNIDENTIFIED}" for review. Galleries are sorted least confident first.'
+            f'{" " + html.escape(scale_note) if scale_note else ""}</p>'
             f"<h2>Differential count (all images)</h2>{_table(diff['run'], 'run')}{skipped_html}"
             f"<h2>Cells by class</h2>{''.join(sections) or '<p>No WBC found.</p>'}"
             f"<h2>Per image</h2>{per_image}</body></html>")

@@ -1,7 +1,7 @@
 """Every field at the scale the model was trained on.
 
-Smears come at other magnifications (Raabin-WBC's red cells are ~130 px across, PBC's ~45 px), and
-a detector finds cells at the sizes it learned. So a field is resized by
+Smears come at other magnifications (red cells ~126 px across in Raabin-WBC's fields, ~73 px in
+PBC's, ~35 px in LeukemiaAttri's), and a detector finds cells at the sizes it learned. So a field is resized by
 ``reference diameter / its red-cell diameter`` before anything else (tiling included): in training
 (every source to the reference of the largest one), in evaluation and in prediction. The red-cell
 diameter is estimated from the field itself (:mod:`wbc.scale`) or follows from a given pixel size
@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from ultralytics.data.dataset import YOLODataset
-
 
 MIN_FACTOR, MAX_FACTOR = 0.2, 5.0  # beyond these, an estimate is taken for a failure and the field is left as it is
 
