@@ -124,6 +124,8 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
         f"| command | `{command}` |",
         f"| epochs | {summary['epochs']}{budget} |",
         f"| image size | {a['imgsz']} px, batch {a['batch']}, optimizer {a['optimizer']} |",
+        *([f"| training scale | red cells {train_rbc_diameter_px:.1f} px across (the estimator's median on the train fields), fields "
+           f"{train_field_size} px: `predict.py` / `test.py` resize every field to it |"] if train_rbc_diameter_px else []),
         f"| machine | {machine} |",
         f"| wall time | {summary['train_seconds'] / 3600:.2f} h of training |", "",
         f"## Validation ({result['split']}, {result['imgsz']} px)", "",
