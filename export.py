@@ -1,6 +1,6 @@
 """Export the detector and its attribute head to ONNX (run them with wbc.export.OnnxAnalyzer).
 
-    python export.py --weights weights/wbc_pbc_yolov5n_352.pt
+    python export.py --weights weights/wbc_multisource_yolov5n_352.pt
 """
 
 from wbc.cli import run

@@ -1,6 +1,6 @@
 """Evaluate detection and attributes on a split and write the per-cell CSV of ground truth vs prediction.
 
-    python test.py --weights weights/wbc_pbc_yolov5n_352.pt --data data/pbc_wbcatt.yaml --split val --name pbc_val
+    python test.py --weights weights/wbc_multisource_yolov5n_352.pt --data data/pbc_wbcatt.yaml --split val --name pbc_val
 
 See wbc/evaluation/evaluate.py for what is written to runs/test/<name>/.
 """

@@ -1,6 +1,6 @@
 """Choose the detector layers the attribute head pools, by measurement.
 
-    .venv/bin/python benchmarks/attribute_layers.py --weights weights/wbc_pbc_yolov5n_352.pt --epochs 15
+    .venv/bin/python benchmarks/attribute_layers.py --weights weights/wbc_multisource_yolov5n_352.pt --epochs 15
 
 Runs the frozen detector once over train and val, caching the union of every candidate's layers,
 then trains one head per candidate on the same cache (same seed, epochs, learning rate) and
@@ -47,7 +47,7 @@ def parse(text: str):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default="weights/wbc_pbc_yolov5n_352.pt")
+    p.add_argument("--weights", default="weights/wbc_multisource_yolov5n_352.pt")
     p.add_argument("--data", default="data/pbc_wbcatt.yaml")
     p.add_argument("--imgsz", type=int)
     p.add_argument("--epochs", type=int, default=15)

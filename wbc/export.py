@@ -2,7 +2,7 @@
 pass still serves both) and of the head, and an onnxruntime analyzer that gives the same cells as
 :class:`wbc.inference.WBCAnalyzer`.
 
-    python export.py --weights weights/wbc_pbc_yolov5n_352.pt
+    python export.py --weights weights/wbc_multisource_yolov5n_352.pt
 
 writes ``<stem>.onnx`` (input ``images`` (B, 3, S, S) RGB in [0, 1]; outputs ``output0`` (B, 4 + nc,
 anchors) and ``feature<i>`` per pooled layer), ``<stem>.attributes.onnx`` (inputs the feature maps and

@@ -169,7 +169,7 @@ def main(argv=None):
     source.add_argument("--run", type=Path, help="a finished phase directory (runs/train/<name>/phaseN)")
     source.add_argument("--weights", type=Path, help="a finished ultralytics checkpoint (its training summary is read from it)")
     p.add_argument("--data", required=True)
-    p.add_argument("--out", type=Path, required=True, help="output path without suffix, e.g. weights/wbc_pbc_yolov5n_352")
+    p.add_argument("--out", type=Path, required=True, help="output path without suffix, e.g. weights/wbc_multisource_yolov5n_352")
     p.add_argument("--command", required=True, help="the train.py command that made the run, for the card")
     p.add_argument("--split", default="val")
     p.add_argument("--head", type=Path, help="attribute head to ship with the weights (evaluated from predicted boxes)")

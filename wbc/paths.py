@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# The shipped default model (see weights/wbc_pbc_yolov5n_352.md); its attribute head lies beside it.
-DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "wbc_pbc_yolov5n_352.pt"
+# The shipped default model (see weights/wbc_multisource_yolov5n_352.md); its attribute head lies beside it. The previous
+# PBC-only model, weights/wbc_pbc_yolov5n_352.pt, stays for comparison.
+DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "wbc_multisource_yolov5n_352.pt"
 
 
 def _env_path(var: str, default: Path) -> Path:

@@ -1,6 +1,6 @@
 """Evaluate a detector, and its attribute head where it has one, on a split of a dataset.
 
-    python test.py --weights weights/wbc_pbc_yolov5n_352.pt --data data/pbc_wbcatt.yaml --split val
+    python test.py --weights weights/wbc_multisource_yolov5n_352.pt --data data/pbc_wbcatt.yaml --split val
 
 Writes ``runs/test/<name>/``:
     metrics.json             everything below, machine-readable
