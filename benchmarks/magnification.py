@@ -1,11 +1,11 @@
 """How much does another magnification cost? A dataset's val fields resized by known factors,
 evaluated with test.py's own code: WBC type per field, mAP, and the estimated scale per factor.
 
-    .venv/bin/python benchmarks/magnification.py --data data/pbc_wbcatt.yaml --factors 0.5 2 --name pbc
+    .venv/bin/python benchmarks/magnification.py --data data/pbc_wbcatt.yaml --factors 1 0.5 2 --name pbc
 
 For each factor a copy of the raw dataset is made under ``.cache/magnification/<name>/x<factor>/``
 with the val images resized (labels are normalised and stay as they are) and every other split
-linked unchanged; then :func:`wbc.evaluation.evaluate.evaluate` runs on it (and on the original)
+linked unchanged (factor 1: the original); then :func:`wbc.evaluation.evaluate.evaluate` runs on it
 with the model's rescaling on. Writes ``runs/magnification/<name>/metrics.json`` and a table.
 """
 
@@ -50,14 +50,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/pbc_wbcatt.yaml")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
-    p.add_argument("--factors", nargs="+", type=float, default=[0.5, 2.0])
+    p.add_argument("--factors", nargs="+", type=float, default=[1.0, 0.5, 2.0], help="1 = the fields as they are")
     p.add_argument("--split", default="val")
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     spec = load_spec(args.data)
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "magnification")
     rows, result = [], {}
-    for factor in [1.0, *args.factors]:
+    for factor in args.factors:
         root = spec.root if factor == 1 else resized_copy(spec.root, cache_root() / "magnification" / spec.name / f"x{factor:g}", factor, args.split)
         m = evaluate(args.weights, args.data, out / f"x{factor:g}", args.split, data_root=str(root), plots=False, log=lambda *a: None)
         field = m.get("field_accuracy", {})

@@ -110,11 +110,14 @@ def _detection(result: dict, analyzer: WBCAnalyzer, weights, canonical: Canonica
     each field's resize to the training scale (None: fields run as they come)."""
     imgsz, class_map = analyzer.imgsz, analyzer.class_map
     factors = _field_scales(result, analyzer, canonical, split, log) if analyzer.gain else None
-    if factors:  # the validator letterboxes to one size: the largest resized field at the training gain
+    if factors:  # the validator letterboxes to one size: that of nearly the largest resized field at the training gain
+        import numpy as np
+
         fields = canonical.fields()
         fields = fields[fields["split"] == split]
-        largest = max(max(w, h) * factors[n] * analyzer.gain for n, w, h in zip(fields["image"], fields["width"], fields["height"]))
-        imgsz = max(imgsz, -(-round(largest) // analyzer.stride) * analyzer.stride)
+        sides = [max(w, h) * factors[n] * analyzer.gain for n, w, h in zip(fields["image"], fields["width"], fields["height"])]
+        large = float(np.percentile(sides, 95))  # not the largest: one outlier estimate would make every batch that big
+        imgsz = max(imgsz, -(-round(large) // analyzer.stride) * analyzer.stride)
     ultralytics, predictions = validate(weights, canonical, split, imgsz, batch, iou, device, out, plots, class_map, factors,
                                         analyzer.gain or 1.0)
     gt = coco.ground_truth(canonical, split)
