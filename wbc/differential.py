@@ -12,16 +12,29 @@ from wbc.inference import Cell
 UNIDENTIFIED = "unidentified"
 
 
+def review_reason(cell: Cell, wbc_classes: set[str], review_conf: float) -> str:
+    """Why a WBC-type cell goes to UNIDENTIFIED ('' when it does not, and for other cells). Where the
+    model has a review model (:mod:`wbc.review`) its decision stands: a calibrated type probability
+    below, or an out-of-distribution score above, the stored operating point. Without one, a
+    detection confidence below ``review_conf``."""
+    if cell.class_name not in wbc_classes:
+        return ""
+    if cell.type_probability is not None:
+        return cell.review
+    return f"confidence below {review_conf}" if cell.confidence < review_conf else ""
+
+
 def review_bin(cell: Cell, wbc_classes: set[str], review_conf: float) -> str:
-    """The bin a cell is counted in: its class, UNIDENTIFIED for a WBC-type cell below ``review_conf``."""
-    return UNIDENTIFIED if cell.class_name in wbc_classes and cell.confidence < review_conf else cell.class_name
+    """The bin a cell is counted in: its class, or UNIDENTIFIED (:func:`review_reason`)."""
+    return UNIDENTIFIED if review_reason(cell, wbc_classes, review_conf) else cell.class_name
 
 
 def count(cells: list[Cell], wbc_classes: list[str], review_conf: float, nrbc_classes: Sequence[str] = ()) -> dict:
     """{'wbc': n, 'per_class': {bin: {'count', 'percent'}} over WBC types and UNIDENTIFIED,
     'nrbc': {class: {'count', 'per_100_wbc'}} for nucleated red cells (``nrbc_classes``, typed like WBC but
     outside the n, as a differential reports them), 'other': {class: n} for the rest (RBC, platelets)}.
-    A cell of ``wbc_classes`` or ``nrbc_classes`` below ``review_conf`` is UNIDENTIFIED and counts among the n."""
+    A cell of ``wbc_classes`` or ``nrbc_classes`` flagged for review (:func:`review_reason`) is UNIDENTIFIED and counts among the n."""
+
     nrbc = list(nrbc_classes)
     wbc = [c for c in wbc_classes if c not in nrbc]
     typed = {*wbc, *nrbc}

@@ -27,6 +27,9 @@ from wbc.classify.cell_classifier import CellClassifier
 from wbc.device import torch_device
 from wbc.offline import guard_downloads
 from wbc.paths import DEFAULT_WEIGHTS
+from wbc.review.features import Evidence, anchor_scores
+from wbc.review.model import ReviewModel, review_path_for
+
 
 
 @dataclass
@@ -39,6 +42,12 @@ class Cell:
     confidence: float
     attributes: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> (value, probability)
     call: tuple[str, float] | None = None  # the cell classifier's (label, probability), for the classes it is configured for
+    # the review decision (:mod:`wbc.review`), for WBC-type cells where the model has a review model:
+    type_probability: float | None = None  # calibrated probability of its type
+    ood: float | None = None  # out-of-distribution score (higher: less like the training cells)
+    review: str = ""  # why it goes to 'unidentified' ('' when it does not)
+    # with keep_evidence: {'features': feature vector, 'scores': class scores, 'attributes': {name: value probabilities}}
+    evidence: dict | None = field(default=None, repr=False)
 
 
 def model_card(weights: str | Path) -> dict:
@@ -83,7 +92,8 @@ class WBCAnalyzer:
 
     def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, head: str | Path | bool | None = None, imgsz: int | None = None,
                  conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300, class_map: ClassMap | None = None,
-                 cell_classifier: CellClassifier | None = None, rescale: bool = True, pixel_size: float | None = None):
+                 cell_classifier: CellClassifier | None = None, rescale: bool = True, pixel_size: float | None = None,
+                 review: str | Path | bool | None = None, review_rate: float | None = None, keep_evidence: bool = False):
         self.detector, self.names, args = load_detector(weights)
         self.model_names = dict(self.names)  # the detector's own classes (self.names changes under a class map)
         self.class_map = None
@@ -103,6 +113,14 @@ class WBCAnalyzer:
         self.reference_rbc_px = card.get("train_rbc_diameter_px") if rescale else None
         self.field_size = card.get("train_field_size")
         self.pixel_size = pixel_size
+        review_file = None if review is False else Path(review) if review else review_path_for(weights)
+        self.review = ReviewModel.load(review_file) if review_file is not None and review_file.is_file() else None
+        self.review_path = review_file if self.review else None
+        self.operating_point = self.review.operating_point(review_rate) if self.review else None
+        self.keep_evidence = keep_evidence
+        self.evidence = Evidence(self.detector, *((self.review.layers, self.review.roi_size) if self.review else ())) \
+            if self.review or keep_evidence else None
+        self.review_classes = set(self.review.type_classes if self.review else self.model_names.values())
 
     def field_scales(self, images: list[np.ndarray]) -> list[FieldScale]:
         """The resize that brings each image to the training scale (factor 1 where the model records
@@ -145,17 +163,10 @@ class WBCAnalyzer:
         letterboxed on its own to the smallest stride multiple around it (as ultralytics predicts),
         and images of one input shape share a forward pass, so an image's cells never depend on the
         other images of the call."""
-        from wbc.rescale import resize
-
-        factors = factors or [f.factor for f in self.field_scales(images)]
-        work = [resize(im, f) for im, f in zip(images, factors)]
-        boxed = [letterbox(im, self.imgsz, self.stride, self.gain)[0] for im in work]
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, b in enumerate(boxed):
-            groups.setdefault(b.shape[:2], []).append(i)
+        factors, work, boxed, groups = self._prepare(images, factors)
         cells: list[list[Cell]] = [[] for _ in images]
         for indices in groups.values():
-            for i, row in zip(indices, self._cells(to_tensor([boxed[i] for i in indices]), [work[i] for i in indices])):
+            for i, row in zip(indices, self._cells(to_tensor([boxed[i][0] for i in indices]), [work[i] for i in indices])):
                 cells[i] = row
         for row, f, image, w in zip(cells, factors, images, work):
             if w is not image:
@@ -163,14 +174,58 @@ class WBCAnalyzer:
                     c.box = tuple(v / f for v in c.box)
         return cells
 
+    def _prepare(self, images: list[np.ndarray], factors: list[float] | None):
+        """(factors, resized images, their letterboxes (image, gain, pad), {input shape: image indices})."""
+        from wbc.rescale import resize
+
+        factors = factors or [f.factor for f in self.field_scales(images)]
+        work = [resize(im, f) for im, f in zip(images, factors)]
+        boxed = [letterbox(im, self.imgsz, self.stride, self.gain) for im in work]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, b in enumerate(boxed):
+            groups.setdefault(b[0].shape[:2], []).append(i)
+        return factors, work, boxed, groups
+
+    @torch.inference_mode()
+    def evidence_at(self, images: list[np.ndarray], boxes: list[np.ndarray],
+                    factors: list[float] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(feature vectors (k, D), class scores (k, nc)) of given xyxy boxes (k, 4) in each image's pixels:
+        what the review decision would see if the detector had found a cell there (the class scores are
+        those of the prediction that overlaps the box most). Needs ``keep_evidence`` or a review model."""
+        factors, work, boxed, groups = self._prepare(images, factors)
+        out: list = [None] * len(images)
+        for indices in groups.values():
+            x = to_tensor([boxed[i][0] for i in indices])
+            predictions, _ = self._forward(x)
+            rows = []
+            for b, i in enumerate(indices):
+                _, gain, (pad_x, pad_y) = boxed[i]
+                xyxy = torch.as_tensor(np.asarray(boxes[i], np.float32).reshape(-1, 4)) * factors[i] * gain
+                xyxy[:, [0, 2]] += pad_x
+                xyxy[:, [1, 3]] += pad_y
+                rows.append(torch.cat([torch.full((len(xyxy), 1), float(b)), xyxy], 1))
+            rois = torch.cat(rows).to(self.device)
+            embeddings = self.evidence.embed(rois, tuple(x.shape[-2:])).cpu()
+            scores = anchor_scores(predictions, rois).cpu()
+            k = 0
+            for i, r in zip(indices, rows):
+                out[i] = (embeddings[k:k + len(r)].numpy(), scores[k:k + len(r)].numpy())
+                k += len(r)
+        return out
+
     def _cells(self, x: torch.Tensor, images: list[np.ndarray]) -> list[list[Cell]]:
         predictions, features = self._forward(x)
-        # one box per cell: class-agnostic NMS, so that a cell scored as two WBC types (BNE 0.72, SNE 0.57) is counted once
-        detections = non_max_suppression(predictions, self.conf, self.iou, agnostic=True, max_det=self.max_det)
-        detections = [torch.cat([d[:, :6], d[:, 5:6]], 1) for d in detections]  # column 6: the model's own class, kept through a class map
+        nc = len(self.model_names)
+        # one box per cell: class-agnostic NMS, so that a cell scored as two WBC types (BNE 0.72, SNE 0.57) is counted once;
+        # every class score rides along as extra columns, for the review decision
+        detections = non_max_suppression(torch.cat([predictions, predictions[:, 4:4 + nc]], 1), self.conf, self.iou, agnostic=True,
+                                         max_det=self.max_det, nc=nc)
+        # column 6: the model's own class, kept through a class map; 7 on: its class scores
+        detections = [torch.cat([d[:, :6], d[:, 5:6], d[:, 6:]], 1) for d in detections]
         if self.class_map:
             detections = [self.class_map.apply(d, self.iou) for d in detections]
         attributes = self._attributes(features, detections, tuple(x.shape[-2:])) if self.attribute_specs else None
+        reviews = self._review(detections, tuple(x.shape[-2:])) if self.evidence else None
         cells, k = [], 0
         for det, image in zip(detections, images):
             det = det.cpu()
@@ -178,11 +233,39 @@ class WBCAnalyzer:
                      else scale_boxes(x.shape[-2:], det[:, :4].clone(), image.shape[:2])).tolist()
             row = [Cell(tuple(box), int(cls), self.names[int(cls)], score, attributes[k + j] if attributes else {})
                    for j, (box, score, cls) in enumerate(zip(boxes, det[:, 4].tolist(), det[:, 5].tolist()))]
+            if reviews:
+                for j, c in enumerate(row):
+                    c.type_probability, c.ood, c.review, c.evidence = reviews[k + j]
+                    if c.evidence is not None and attributes:
+                        c.evidence["attributes"] = {name: p[k + j] for name, p in self._last_attribute_probabilities.items()
+                                                    if k + j in p}
+
             k += len(row)
             cells.append(row)
             if self.cell_classifier:
                 self._call(image, row)
         return cells
+
+    def _review(self, detections: list[torch.Tensor], input_size: tuple[int, int]) -> list[tuple]:
+        """(type probability, OOD score, reason, evidence) per detection in order: Nones for cells of classes
+        the review model does not type (RBC, platelets), and without a review model (evidence only)."""
+        rois = torch.cat([torch.cat([torch.full((len(d), 1), i, device=d.device), d[:, :4]], 1) for i, d in enumerate(detections)])
+        own = torch.cat([d[:, 6] for d in detections]).long().tolist()
+        scores = torch.cat([d[:, 7:] for d in detections]).float()
+        wanted = [i for i, c in enumerate(own) if self.model_names[c] in self.review_classes]
+        result = [(None, None, "", None) for _ in own]
+        if not wanted:
+            return result
+        embeddings = self.evidence.embed(rois[wanted], input_size).cpu()
+        scores = scores[wanted].cpu()
+        if self.review:
+            p, _, ood = self.review.score(embeddings, scores)
+            for n, i in enumerate(wanted):
+                result[i] = (float(p[n]), float(ood[n]), self.operating_point.reason(float(p[n]), float(ood[n])), None)
+        if self.keep_evidence:
+            for n, i in enumerate(wanted):
+                result[i] = (*result[i][:3], {"features": embeddings[n].numpy(), "scores": scores[n].numpy()})
+        return result
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(raw detector output (B, 4 + nc, anchors), the maps the head pools) for a uint8 batch."""
@@ -190,7 +273,9 @@ class WBCAnalyzer:
         return out[0] if isinstance(out, (list, tuple)) else out, self.tap.features if self.tap else []
 
     def _head_probabilities(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> list[torch.Tensor]:
-        return [logits.softmax(1) for logits in self.head(features, boxes, input_size)]
+        temperatures = self.review.attribute_temperatures if self.review else {}
+        return [(logits / temperatures.get(spec["name"], 1.0)).softmax(1)
+                for spec, logits in zip(self.attribute_specs, self.head(features, boxes, input_size))]
 
     @property
     def attribute_classes(self) -> list[str] | None:
@@ -207,10 +292,12 @@ class WBCAnalyzer:
         result = [{} for _ in own]
         if not wanted:
             return result
-        per_attribute = []
+        per_attribute, self._last_attribute_probabilities = [], {}
         for spec, p in zip(self.attribute_specs, self._head_probabilities(features, boxes[wanted], input_size)):
             best, index = p.cpu().max(1)
             per_attribute.append([(spec["values"][i], float(b)) for i, b in zip(index.tolist(), best.tolist())])
+            if self.keep_evidence:
+                self._last_attribute_probabilities[spec["name"]] = dict(zip(wanted, p.cpu().numpy()))
         names = [spec["name"] for spec in self.attribute_specs]
         for i, values in zip(wanted, zip(*per_attribute)):
             result[i] = dict(zip(names, values))

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from wbc.differential import differential, differential_table, review_bin
+from wbc.differential import differential, differential_table, review_bin, review_reason
 from wbc.errors import UsageError
 from wbc.inference import Cell, FieldScale, WBCAnalyzer, model_card
 from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
@@ -89,7 +89,7 @@ def annotate(image: np.ndarray, cells: list[Cell], wbc: set[str], review_conf: f
 
     annotator = Annotator(image.copy(), line_width=max(1, round(max(image.shape[:2]) / 400)))
     for c in cells:
-        unsure = c.class_name in wbc and c.confidence < review_conf
+        unsure = bool(review_reason(c, wbc, review_conf))
         annotator.box_label(c.box, f"{c.class_name}{'?' if unsure else ''} {c.confidence:.2f}", (128, 128, 128) if unsure else colors(c.class_id, True))
     return annotator.result()
 
@@ -99,6 +99,9 @@ def cell_rows(image: str, cells: list[Cell], wbc: set[str], review_conf: float) 
     for i, c in enumerate(cells):
         row = {"image": image, "cell": i, "class": c.class_name, "bin": review_bin(c, wbc, review_conf), "confidence": round(c.confidence, 4),
                **{k: round(v, 1) for k, v in zip(("x1", "y1", "x2", "y2"), c.box)}}
+        if c.type_probability is not None:
+            row["type_probability"], row["ood"] = round(c.type_probability, 4), round(c.ood, 3)
+        row["review"] = review_reason(c, wbc, review_conf)
         for name, (value, p) in c.attributes.items():
             row[name], row[f"{name}_probability"] = value, round(p, 4)
         if c.call:
@@ -111,11 +114,14 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
             imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7, review_conf: float = 0.5, tile: int | None = None,
             overlap: int | None = None, batch: int = 8, device: str = "cpu", cell_classifier: str | Path | None = None,
             wbc_classes: list[str] | None = None, annotated: bool = True, report: bool = True, log=print,
-            nrbc_classes: list[str] | None = None, pixel_size: float | None = None, rescale: bool = True) -> dict:
+            nrbc_classes: list[str] | None = None, pixel_size: float | None = None, rescale: bool = True,
+            review_rate: float | None = None, review: str | Path | bool | None = None) -> dict:
     """Analyse every image of ``source`` and write the outputs to ``out``. Returns the run summary.
     ``wbc_classes`` / ``nrbc_classes``: None reads them from the model card (:func:`model_cell_types`).
     ``pixel_size``: µm per pixel of every field (default: estimated per field from its red cells);
-    ``rescale=False`` runs every field at the size it comes."""
+    ``rescale=False`` runs every field at the size it comes. ``review``: the review model (None: beside
+    the weights, False: none, and ``review_conf`` decides); ``review_rate``: the share of val cells of
+    known types its operating point flags (None: the stored one)."""
     from ultralytics.utils import TQDM
 
     from wbc.classify.cell_classifier import CellClassifier
@@ -124,7 +130,7 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     files = image_sources(source)
     analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device,
                            cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None,
-                           rescale=rescale, pixel_size=pixel_size)
+                           rescale=rescale, pixel_size=pixel_size, review=review, review_rate=review_rate)
     names = list(analyzer.names.values())
     card_wbc, card_nrbc = model_cell_types(weights, names)
     wbc_list = wbc_classes or card_wbc
@@ -175,6 +181,9 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
         raise UsageError(f"none of the {len(files)} files under {source} could be read: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
     diff = differential(cells_by_image, wbc_list, review_conf, nrbc_list)
+    op = analyzer.operating_point
+    diff["review"] = ({"model": str(analyzer.review_path), **op.as_dict()} if op else
+                      {"model": None, "review_conf": review_conf})
     rows = [r for image_rows in rows_by_image.values() for r in image_rows]
     fields = list(dict.fromkeys(k for r in rows for k in r)) or ["image"]
     with (out / "cells.csv").open("w", newline="") as f:
@@ -197,7 +206,7 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
                "scale": dict(Counter(v["scale"] for v in notes.values())), "pixel_size_um": pixel_size,
                "train_rbc_diameter_px": analyzer.reference_rbc_px, "cells": len(rows), "wbc": diff["run"]["wbc"], "seconds": time.time() - start,
                "weights": str(weights), "head": str(analyzer.head_path) if analyzer.head else None, "imgsz": analyzer.imgsz,
-               "conf": conf, "review_conf": review_conf, "tile": tile, "overlap": overlap, "wbc_classes": wbc_list,
+               "conf": conf, "review": diff["review"], "tile": tile, "overlap": overlap, "wbc_classes": wbc_list,
                "nrbc_classes": nrbc_list}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log(differential_table(diff["run"]))
@@ -218,7 +227,12 @@ def main(argv=None):
     p.add_argument("--imgsz", type=int, help="default: the head's, else the detector's training size")
     p.add_argument("--conf", type=float, default=0.25, help="minimum confidence of a cell")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU")
-    p.add_argument("--review-conf", type=float, default=0.5, help="WBC-type cells below this go to the 'unidentified' bin for review")
+    p.add_argument("--review-rate", type=float, help="share of cells of known types sent to 'unidentified' for review, as measured "
+                   "on val (default: the model's stored operating point, 5%%); cells unlike the training cells or with a low "
+                   "calibrated type probability are the ones sent")
+    p.add_argument("--no-review-model", action="store_true", help="ignore the review model beside the weights; --review-conf decides")
+    p.add_argument("--review-conf", type=float, default=0.5, help="without a review model: WBC-type cells below this confidence "
+                   "go to 'unidentified'")
     p.add_argument("--wbc-classes", nargs="+", help="which classes are WBC types (default: from the model card beside the weights, else all)")
     p.add_argument("--nrbc-classes", nargs="*", help="which of them are nucleated red cells, reported per 100 WBC outside the "
                    "differential (default: from the model card; none when given without names)")
@@ -239,4 +253,6 @@ def main(argv=None):
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "predict", args.exist_ok)
     predict(args.source, out, args.weights, False if args.no_head else args.head, args.imgsz, args.conf, args.iou, args.review_conf,
             args.tile, args.overlap, args.batch, args.device, args.cell_classifier, args.wbc_classes, not args.no_annotated, not args.no_report, nrbc_classes=args.nrbc_classes,
-            pixel_size=args.pixel_size, rescale=not args.no_rescale)
+            pixel_size=args.pixel_size, rescale=not args.no_rescale, review_rate=args.review_rate,
+            review=False if args.no_review_model else None)
+

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from wbc.classify.crops import crop_box
-from wbc.differential import UNIDENTIFIED, review_bin
+from wbc.differential import UNIDENTIFIED, review_bin, review_reason
 from wbc.inference import Cell
 
 STYLE = """
@@ -65,20 +65,33 @@ def write_report(path, title: str, diff: dict, cells_by_image: dict[str, list[Ce
         for c, name, i in members:
             attrs = "<br>".join(f"{html.escape(k)}: {html.escape(v)} ({p:.2f})" for k, (v, p) in c.attributes.items())
             call = f"<br><b>{html.escape(c.call[0])}</b> ({c.call[1]:.2f})" if c.call else ""
-            low = ' class="low"' if c.confidence < diff["review_conf"] else ""
+            reason = review_reason(c, wbc, diff["review_conf"])
+            low = ' class="low"' if reason else ""
+            scores = (f" · type p {c.type_probability:.2f} · OOD {c.ood:.2f}" if c.type_probability is not None else "")
+            why = f'<br><span class="low">{html.escape(reason)}</span>' if reason else ""
             figures.append(f'<figure data-bin="{html.escape(b)}"><img src="{crops[name][i]}" alt="{html.escape(c.class_name)}">'
-                           f'<figcaption><b>{html.escape(c.class_name)}</b> <span{low}>{c.confidence:.2f}</span> · '
-                           f'{html.escape(name)}{call}<br>{attrs}</figcaption></figure>')
+                           f'<figcaption><b>{html.escape(c.class_name)}</b> <span{low}>{c.confidence:.2f}</span>{scores} · '
+                           f'{html.escape(name)}{why}{call}<br>{attrs}</figcaption></figure>')
         sections.append(f'<h2>{html.escape(b)} ({len(members)})</h2><div class="gallery">{"".join(figures)}</div>')
     per_image = "".join(f"<h3>{html.escape(name)}</h3>{_table(counts, name)}" for name, counts in diff["per_image"].items())
     skipped_html = ("<h2>Skipped files</h2><ul>" + "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in skipped.items())
                     + "</ul>") if skipped else ""
     page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>'
             f"<h1>{html.escape(title)}</h1>"
-            f'<p class="note">{len(cells_by_image)} images; WBC-type cells below confidence {diff["review_conf"]} are in '
-            f'"{UNIDENTIFIED}" for review. Galleries are sorted least confident first.'
+            f'<p class="note">{len(cells_by_image)} images; {html.escape(review_rule(diff))} Galleries are sorted least confident first.'
+
             f'{" " + html.escape(scale_note) if scale_note else ""}</p>'
             f"<h2>Differential count (all images)</h2>{_table(diff['run'], 'run')}{skipped_html}"
             f"<h2>Cells by class</h2>{''.join(sections) or '<p>No WBC found.</p>'}"
             f"<h2>Per image</h2>{per_image}</body></html>")
     path.write_text(page, encoding="utf-8")
+
+
+def review_rule(diff: dict) -> str:
+    """One sentence on what sent cells to 'unidentified' in this run."""
+    review = diff.get("review") or {}
+    if review.get("model"):
+        return (f'WBC-type cells with a calibrated type probability below {review["min_type_probability"]:.2f} or an '
+                f'out-of-distribution score above {review["max_ood"]:.2f} (the operating point that flags '
+                f'{100 * review["review_rate"]:.0f}% of val cells of known types) are in "{UNIDENTIFIED}" for review.')
+    return f'WBC-type cells below confidence {diff["review_conf"]} are in "{UNIDENTIFIED}" for review.'

@@ -1,0 +1,141 @@
+"""The review decision (wbc.review): OOD scores, calibration, the stored operating point, and how
+predict.py applies it."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from wbc.review.calibration import ece, fit_temperature, reliability
+from wbc.review.decision import LOW_PROBABILITY, UNFAMILIAR, OperatingPoint, choose_operating_point, flag_rate
+from wbc.review.model import ReviewModel, review_path_for
+from wbc.review.scores import Mahalanobis, NearestNeighbours, auroc, energy
+
+
+def clusters(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[4.0] * 8 + [0.0] * 8, [0.0] * 8 + [4.0] * 8, [-4.0] * 16])
+    labels = torch.arange(n) % 3
+    return centres[labels] + torch.randn(n, 16, generator=g), labels
+
+
+def test_an_ood_point_scores_above_every_in_distribution_point():
+    train, labels = clusters(600, 0)
+    held_out, _ = clusters(300, 1)
+    ood = torch.tensor([[4.0] * 4 + [-4.0] * 4 + [4.0] * 4 + [-4.0] * 4])  # between and away from the three clusters
+    for scorer in (Mahalanobis.fit(train, labels), NearestNeighbours.fit(train, k=5)):
+        inside, outside = scorer.score(held_out), scorer.score(ood)
+        assert outside.item() > inside.max().item(), type(scorer).__name__
+    assert auroc(np.zeros(5), np.ones(3)) == 1.0 and auroc(np.ones(5), np.zeros(3)) == 0.0 and auroc(np.ones(2), np.ones(2)) == 0.5
+    assert energy(torch.tensor([[9.0, 0.0]]))[0] < energy(torch.tensor([[0.1, 0.0]]))[0]  # strong evidence: low energy
+
+
+def test_temperature_scaling_lowers_the_ece_of_an_over_confident_model():
+    g = torch.Generator().manual_seed(0)
+    true_logits = torch.randn(4000, 5, generator=g) * 1.5
+    labels = torch.multinomial(true_logits.softmax(1), 1, generator=g)[:, 0]
+    logits = 4 * true_logits  # the same ranking, four times too sure
+    t = fit_temperature(logits, labels)
+    p_before, p_after = logits.softmax(1), (logits / t).softmax(1)
+    correct = (logits.argmax(1) == labels).numpy()
+    before, after = ece(p_before.max(1).values.numpy(), correct), ece(p_after.max(1).values.numpy(), correct)
+    assert 3 < t < 5 and before > 0.15 and after < 0.03 and after < before / 4
+    assert (p_after.argmax(1) == p_before.argmax(1)).all()  # the class never changes
+    rows = reliability(p_after.max(1).values.numpy(), correct, bins=10)
+    assert sum(r["cells"] for r in rows) == 4000 and len(rows) == 10
+
+
+def test_the_operating_point_flags_the_chosen_share_of_known_cells():
+    rng = np.random.default_rng(0)
+    p, ood = rng.uniform(0.2, 1, 5000), rng.normal(0, 1, 5000)
+    op = choose_operating_point(p, ood, 0.05)
+    assert 0.045 <= flag_rate(op, p, ood) <= 0.05
+    assert flag_rate(choose_operating_point(p, ood, 0.2), p, ood) > flag_rate(op, p, ood)
+    assert op.reason(op.min_type_probability - 0.01, op.max_ood - 1) == LOW_PROBABILITY
+    assert op.reason(op.min_type_probability + 0.01, op.max_ood + 1) == UNFAMILIAR
+    assert op.reason(op.min_type_probability - 0.01, op.max_ood + 1) == f"{LOW_PROBABILITY} + {UNFAMILIAR}"
+    assert op.reason(1.0, -10) == ""
+    # weights: a source with few cells counts as much as one with many
+    source = np.r_[np.zeros(4500), np.ones(500)]
+    weights = np.where(source == 0, 1 / 4500, 1 / 500)
+    ood_b = np.where(source == 1, ood + 1.5, ood)
+    weighted = choose_operating_point(p, ood_b, 0.05, weights)
+    assert abs(flag_rate(weighted, p, ood_b, weights) - 0.05) < 0.005
+    with pytest.raises(ValueError, match="review rate"):
+        choose_operating_point(p, ood, 1.5)
+
+
+def test_a_review_model_saves_and_loads_with_weights_only(tmp_path):
+    train, labels = clusters(300, 0)
+    rng = np.random.default_rng(0)
+    model = ReviewModel(["A", "B", "C"], [0, 1, 2], temperature=2.0, knn=NearestNeighbours.fit(train), ood=["knn", "mahalanobis"],
+                        mahalanobis=Mahalanobis.fit(train, labels), spread={"knn": (0.1, 0.2), "mahalanobis": (10.0, 5.0)},
+                        known={"type_probability": rng.uniform(0, 1, 200), "ood": rng.normal(0, 1, 200), "weight": np.ones(200)})
+    model.save(tmp_path / "m.review.pt")
+    loaded = ReviewModel.load(tmp_path / "m.review.pt")
+    scores = torch.rand(4, 5)
+    for a, b in zip(model.score(train[:4], scores), loaded.score(train[:4], scores)):
+        assert torch.allclose(a.float(), b.float(), atol=1e-3)
+    assert loaded.operating_point() == model.operating_point()
+    assert loaded.operating_point(0.3).min_type_probability > loaded.operating_point().min_type_probability
+    assert review_path_for("w/best.pt").name == "best.review.pt"
+
+
+@pytest.fixture(scope="module")
+def reviewed(trained, tmp_path_factory):
+    """The generated-data detector with a review model fitted on its own train / val cells."""
+    from wbc.canonical import prepare
+    from wbc.inference import WBCAnalyzer
+    from wbc.review.fit import fit_review
+    from wbc.review.gather import gather
+
+    data, weights, _ = trained
+    root = tmp_path_factory.mktemp("reviewed")
+    shutil.copy(weights, root / "best.pt")
+    canonical = prepare(data)
+    analyzer = WBCAnalyzer(root / "best.pt", head=False, conf=0.001, review=False, keep_evidence=True)
+    # the briefly trained detector boxes cells loosely: match at a low IoU (this tests the plumbing, not accuracy)
+    train, val = gather(analyzer, canonical, "train", match_iou=0.05), gather(analyzer, canonical, "val", match_iou=0.05)
+    names = list(analyzer.model_names.values())
+    model, report = fit_review(train, val, names, list(canonical.spec.wbc_classes), ood=["knn", "mahalanobis"], review_rate=0.2)
+    model.save(review_path_for(root / "best.pt"))
+    return data, root / "best.pt", model, report, val
+
+
+def test_fitting_reports_calibration_and_flag_rates(reviewed):
+    _, _, model, report, val = reviewed
+    assert len(val.cells) > 10 and val.features.shape[0] == len(val.cells)
+    assert report["per_origin"]["all"]["cells"] == len(val.cells)
+    assert abs(report["per_origin"]["all"]["flag_rate"] - 0.2) < 0.1
+    typed = report["per_origin"]["all"]["type"]
+    assert 0 <= typed["ece_after"] <= 1 and typed["typed_cells"] > 0
+    assert model.temperature > 0
+
+
+def test_predict_applies_the_stored_operating_point(reviewed, tmp_path):
+    from wbc.canonical import prepare
+    from wbc.predict import predict
+
+    data, weights, model, _, _ = reviewed
+    images = prepare(data).root / "images" / "val"
+    flagged = {}
+    for rate in (None, 0.5):
+        out = tmp_path / f"rate{rate}"
+        summary = predict(images, out, weights, head=False, conf=0.001, review_rate=rate, annotated=False, report=rate is None, log=lambda s: None)
+        op = model.operating_point(rate)
+        assert summary["review"]["min_type_probability"] == pytest.approx(op.min_type_probability)
+        rows = list(csv.DictReader((out / "cells.csv").open()))
+        wbc = [r for r in rows if r["class"] in summary["wbc_classes"]]
+        assert wbc and all(r["type_probability"] != "" for r in wbc)
+        for r in wbc:
+            p, ood = float(r["type_probability"]), float(r["ood"])
+            if abs(p - op.min_type_probability) < 1e-3 or abs(ood - op.max_ood) < 1e-2:
+                continue  # cells.csv rounds the scores: too close to a threshold to tell
+            expected = op.reason(p, ood)
+            assert r["review"] == expected  # the reason is the stored operating point's
+            assert (r["bin"] == "unidentified") == bool(expected)
+        flagged[rate] = sum(r["bin"] == "unidentified" for r in wbc)
+    assert flagged[0.5] >= flagged[None]
+    assert "operating point" in (tmp_path / "rateNone" / "report.html").read_text()
