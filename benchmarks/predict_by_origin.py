@@ -23,8 +23,8 @@ import yaml  # noqa: E402
 from wbc.canonical import prepare  # noqa: E402
 from wbc.evaluation import coco  # noqa: E402
 from wbc.evaluation.report import origin_table  # noqa: E402
+from wbc.evaluation.through_predict import predict_split  # noqa: E402
 from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir  # noqa: E402
-from wbc.predict import predict  # noqa: E402
 
 
 def score(cells_json: Path, gt: dict, class_map: dict[str, str | None] | None, origins: dict[str, str]) -> dict:
@@ -54,17 +54,12 @@ def main(argv=None):
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     canonical = prepare(args.data)
-    fields = canonical.fields()
-    fields = fields[fields["split"] == args.split].sort_values("image")
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "predict_ap")
-    out.mkdir(parents=True)
-    listing = out / "images.txt"
-    listing.write_text("".join(f"{canonical.root / 'images' / args.split / n}\n" for n in fields["image"]))
-    summary = predict(listing, out / "predict", args.weights, conf=args.conf, annotated=False, report=False, pixel_size=args.pixel_size,
-                      rescale=not args.no_rescale, log=lambda *a: None)
+    summary, cells_json, fields = predict_split(canonical, args.split, out, args.weights, conf=args.conf, pixel_size=args.pixel_size,
+                                                rescale=not args.no_rescale)
     class_map = yaml.safe_load(Path(args.class_map).read_text()) if args.class_map else None
-    result = score(out / "predict" / "cells.json", coco.ground_truth(canonical, args.split), class_map,
-                   dict(zip(fields["image"], fields["origin"])))
+    result = score(cells_json, coco.ground_truth(canonical, args.split), class_map, dict(zip(fields["image"], fields["origin"])))
+
     result["settings"] = {**vars(args), "predict_seconds": summary["seconds"], "rescaled": summary["rescaled"], "tiled": summary["tiled"]}
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     pooled = {"all": {"images": len(fields), **result["pooled"]}}

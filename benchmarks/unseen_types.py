@@ -32,12 +32,15 @@ from wbc.canonical import prepare  # noqa: E402
 from wbc.inference import WBCAnalyzer  # noqa: E402
 from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir  # noqa: E402
 from wbc.review.artefacts import MAKERS  # noqa: E402
+from wbc.review.decision import DEFAULT_PROBABILITY_SHARE  # noqa: E402
+from wbc.review.fit import DEFAULT_K, DEFAULT_SHRINKAGE  # noqa: E402
 from wbc.review.gather import gather  # noqa: E402
 from wbc.review.unseen import evaluate_run  # noqa: E402
 
 RUNS = {"BA": ["BA"], "IG": ["PMY", "MY", "MMY"], "MO": ["MO"], "EO": ["EO"], "LY": ["LY"]}
 DECISIONS = {"probability only": [], "knn": ["knn"], "mahalanobis": ["mahalanobis"], "knn + mahalanobis": ["knn", "mahalanobis"],
-             "energy": ["energy"]}
+             "energy": ["energy"], "knn + mahalanobis + energy": ["knn", "mahalanobis", "energy"]}
+SHOWN = "knn + mahalanobis + energy"  # the decision the table details (the shipped review model's OOD score)
 
 
 def presented_as_wbc(analyzer: WBCAnalyzer, canonical, split: str, fields: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -67,15 +70,15 @@ def presented_as_wbc(analyzer: WBCAnalyzer, canonical, split: str, fields: int, 
 
 
 def table(results: dict) -> str:
-    lines = ["| run (left out) | known acc. | group | AUROC knn | AUROC mahalanobis | AUROC msp | AUROC energy | unidentified (knn + maha.) | unidentified (knn) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"| run (left out) | known acc. | group | AUROC knn | mahalanobis | msp | energy | {SHOWN} | unidentified, {SHOWN} | unidentified, knn |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for run, r in results["runs"].items():
-        d1, d2 = r["decision"]["knn + mahalanobis"], r["decision"]["knn"]
-        lines.append(f"| {run} | {100 * r['known accuracy']:.1f}% | known | | | | | {100 * d1['known unidentified']:.1f}% | "
+        d1, d2 = r["decision"][SHOWN], r["decision"]["knn"]
+        lines.append(f"| {run} | {100 * r['known accuracy']:.1f}% | known | | | | | | {100 * d1['known unidentified']:.1f}% | "
                      f"{100 * d2['known unidentified']:.1f}% |")
         for g, a in r["auroc"].items():
             lines.append(f"| | | {g} ({r['cells'][g]}) | {a['knn']:.3f} | {a['mahalanobis']:.3f} | {a['msp']:.3f} | {a['energy']:.3f} | "
-                         f"{100 * d1[f'{g} unidentified']:.1f}% | {100 * d2[f'{g} unidentified']:.1f}% |")
+                         f"{a[SHOWN]:.3f} | {100 * d1[f'{g} unidentified']:.1f}% | {100 * d2[f'{g} unidentified']:.1f}% |")
     return "\n".join(lines)
 
 
@@ -86,11 +89,15 @@ def main(argv=None):
     p.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     p.add_argument("--artefact-fields", type=int, default=300, help="val fields the platelets and artefacts are taken from")
     p.add_argument("--review-rate", type=float, default=0.05)
+    p.add_argument("--probability-share", type=float, default=DEFAULT_PROBABILITY_SHARE)
+    p.add_argument("--k", type=int, default=DEFAULT_K)
+    p.add_argument("--shrinkage", type=float, default=DEFAULT_SHRINKAGE)
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     from ultralytics.utils import TQDM
 
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "benchmarks" / "unseen_types")
+    out.mkdir(parents=True)
     canonical = prepare(args.data)
     analyzer = WBCAnalyzer(args.weights, review=False, keep_evidence=True)
     evidence = {s: gather(analyzer, canonical, s, progress=lambda it, n, s=s: TQDM(it, total=n, desc=f"cells ({s})"), weights=args.weights)
@@ -105,12 +112,13 @@ def main(argv=None):
     unseen = {"erythroblast": torch.from_numpy(val.features[~wbc_val])} if nrbc else {}
     unseen.update(presented_as_wbc(analyzer, canonical, "val", args.artefact_fields))
     wbc_types = [c for c in canonical.spec.wbc_classes if c not in nrbc]
-    results = {"weights": args.weights, "data": args.data, "review_rate": args.review_rate, "runs": {}}
+    results = {"settings": vars(args), "runs": {}}
     for run in args.runs:
         known = [c for c in wbc_types if c not in RUNS[run]]
         results["runs"][run] = evaluate_run(torch.from_numpy(train.features), train.cells["truth"].to_numpy(),
                                             torch.from_numpy(val.features[wbc_val]), val_types[wbc_val], known, unseen,
-                                            fold[wbc_val], DECISIONS, args.review_rate)
+                                            fold[wbc_val], DECISIONS, args.review_rate, args.probability_share, args.k,
+                                            args.shrinkage)
         print(run, json.dumps(results["runs"][run]["decision"], indent=1), flush=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(table(results) + "\n")

@@ -236,6 +236,11 @@ def test_classifier_run_writes_weights_only_checkpoints_metrics_and_plots(crop_c
     assert last["epoch"] == 2 and [h["epoch"] for h in last["history"]] == [1, 2]  # resumed, not restarted
     best = torch.load(run / "best.pt", weights_only=True)
     assert best["classes"] == ["LY", "MO", "NE"] and best["crop"]["size"] == 32
+    # calibrated on val: the temperature is stored and used, and the ECE is reported before and after
+    calibration = json.loads((run / "metrics.json").read_text())["calibration"]
+    assert best["temperature"] == pytest.approx(calibration["temperature"]) and calibration["val_crops"] > 0
+    assert 0 <= calibration["ece_after"] <= 1 and 0 <= calibration["ece_before"] <= 1 and (run / "reliability.png").is_file()
+
     metrics = json.loads((run / "metrics.json").read_text())["best"]
     assert set(metrics["per_class"]) == {"LY", "MO", "NE"} and {"precision", "recall", "f1"} <= set(metrics["per_class"]["LY"])
     assert sum(map(sum, metrics["confusion"])) == metrics["samples"]
@@ -252,7 +257,7 @@ def test_cell_classifier_calls_only_the_configured_classes(trained, crop_classif
     config = tmp_path / "calls.yaml"
     config.write_text(f"name: kind\nclasses: [MO, NE]\nweights: {result['save_dir'] / 'best.pt'}\n")
     classifier = CellClassifier.from_yaml(config)
-    assert classifier.labels == ["LY", "MO", "NE"] and classifier.imgsz == 32
+    assert classifier.labels == ["LY", "MO", "NE"] and classifier.imgsz == 32 and classifier.temperature == pytest.approx(result["calibration"]["temperature"])
     out = evaluate(weights, data, tmp_path / "ev", conf=0.001, head=False, plots=False, cell_classifier=config, log=lambda s: None)
     table = pd.read_csv(tmp_path / "ev" / "attributes.csv", keep_default_na=False)
     called = table[table["kind"] != ""]

@@ -139,3 +139,16 @@ def test_predict_applies_the_stored_operating_point(reviewed, tmp_path):
         flagged[rate] = sum(r["bin"] == "unidentified" for r in wbc)
     assert flagged[0.5] >= flagged[None]
     assert "operating point" in (tmp_path / "rateNone" / "report.html").read_text()
+
+
+def test_differential_error_with_and_without_the_unidentified_bin():
+    from wbc.evaluation.differential_error import differential_error
+
+    truth = {"a": ["LY", "LY", "NE", "NE"], "b": ["MO"]}
+    predicted = {"a": ["LY", "LY", "NE", "unidentified"], "b": ["LY"]}
+    r = differential_error(truth, predicted, ["LY", "MO", "NE"])
+    # field a: unidentified as error -> NE 25% vs 50%; identified only -> LY 66.7%, NE 33.3%; field b: all wrong
+    assert r["unidentified_as_error"]["per_field"]["NE"] == pytest.approx(25 / 2)
+    assert r["identified_only"]["per_field"]["LY"] == pytest.approx((100 * 2 / 3 - 50 + 100) / 2)
+    assert r["unidentified_as_error"]["pooled"]["MO"] == pytest.approx(20)
+    assert r["unidentified_share"] == pytest.approx(0.2)

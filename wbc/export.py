@@ -116,6 +116,9 @@ class OnnxAnalyzer(WBCAnalyzer):
         self.class_map, self.cell_classifier, self.head, self.head_path, self.device = None, None, None, None, torch.device("cpu")
         self.reference_rbc_px = meta.get("train_rbc_diameter_px") if rescale else None  # fields at the training scale, as WBCAnalyzer
         self.field_size, self.pixel_size = meta.get("train_field_size"), pixel_size
+        # no review model on this path (the graph does not expose the features it needs): predict's --review-conf decides
+        self.review = self.review_path = self.operating_point = self.evidence = None
+        self.keep_evidence, self.review_classes = False, set()
 
     @property
     def attribute_specs(self) -> list[dict]:

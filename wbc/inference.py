@@ -118,8 +118,8 @@ class WBCAnalyzer:
         self.review_path = review_file if self.review else None
         self.operating_point = self.review.operating_point(review_rate) if self.review else None
         self.keep_evidence = keep_evidence
-        self.evidence = Evidence(self.detector, *((self.review.layers, self.review.roi_size) if self.review else ())) \
-            if self.review or keep_evidence else None
+        evidence = (self.review.layers, self.review.roi_size, self.review.head_features) if self.review else ()
+        self.evidence = Evidence(self.detector, *evidence) if self.review or keep_evidence else None
         self.review_classes = set(self.review.type_classes if self.review else self.model_names.values())
 
     def field_scales(self, images: list[np.ndarray]) -> list[FieldScale]:
@@ -205,8 +205,9 @@ class WBCAnalyzer:
                 xyxy[:, [1, 3]] += pad_y
                 rows.append(torch.cat([torch.full((len(xyxy), 1), float(b)), xyxy], 1))
             rois = torch.cat(rows).to(self.device)
-            embeddings = self.evidence.embed(rois, tuple(x.shape[-2:])).cpu()
-            scores = anchor_scores(predictions, rois).cpu()
+            scores, anchors = anchor_scores(predictions, rois)
+            embeddings = self.evidence.embed(rois, tuple(x.shape[-2:]), anchors).cpu()
+            scores = scores.cpu()
             k = 0
             for i, r in zip(indices, rows):
                 out[i] = (embeddings[k:k + len(r)].numpy(), scores[k:k + len(r)].numpy())
@@ -217,10 +218,11 @@ class WBCAnalyzer:
         predictions, features = self._forward(x)
         nc = len(self.model_names)
         # one box per cell: class-agnostic NMS, so that a cell scored as two WBC types (BNE 0.72, SNE 0.57) is counted once;
-        # every class score rides along as extra columns, for the review decision
-        detections = non_max_suppression(torch.cat([predictions, predictions[:, 4:4 + nc]], 1), self.conf, self.iou, agnostic=True,
-                                         max_det=self.max_det, nc=nc)
-        # column 6: the model's own class, kept through a class map; 7 on: its class scores
+        # every class score and the anchor index ride along as extra columns, for the review decision
+        anchors = torch.arange(predictions.shape[2], device=predictions.device, dtype=predictions.dtype).expand(len(predictions), 1, -1)
+        detections = non_max_suppression(torch.cat([predictions, predictions[:, 4:4 + nc], anchors], 1), self.conf, self.iou,
+                                         agnostic=True, max_det=self.max_det, nc=nc)
+        # column 6: the model's own class, kept through a class map; 7 to 7 + nc: its class scores; then its anchor
         detections = [torch.cat([d[:, :6], d[:, 5:6], d[:, 6:]], 1) for d in detections]
         if self.class_map:
             detections = [self.class_map.apply(d, self.iou) for d in detections]
@@ -251,12 +253,15 @@ class WBCAnalyzer:
         the review model does not type (RBC, platelets), and without a review model (evidence only)."""
         rois = torch.cat([torch.cat([torch.full((len(d), 1), i, device=d.device), d[:, :4]], 1) for i, d in enumerate(detections)])
         own = torch.cat([d[:, 6] for d in detections]).long().tolist()
-        scores = torch.cat([d[:, 7:] for d in detections]).float()
+        nc = len(self.model_names)
+        scores = torch.cat([d[:, 7:7 + nc] for d in detections]).float()
+        anchors = torch.cat([d[:, 7 + nc] for d in detections]).long()
         wanted = [i for i, c in enumerate(own) if self.model_names[c] in self.review_classes]
         result = [(None, None, "", None) for _ in own]
         if not wanted:
             return result
-        embeddings = self.evidence.embed(rois[wanted], input_size).cpu()
+        embeddings = self.evidence.embed(rois[wanted], input_size, anchors[wanted]).cpu()
+
         scores = scores[wanted].cpu()
         if self.review:
             p, _, ood = self.review.score(embeddings, scores)

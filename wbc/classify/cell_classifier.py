@@ -36,6 +36,7 @@ class CellClassifier:
     imgsz: int
     margin: float = 0.1
     square: bool = True
+    temperature: float = 1.0  # fitted on val by wbc.classify.train (calibrate_checkpoint)
 
     @classmethod
     def from_yaml(cls, path: str | Path, device: str = "cpu") -> "CellClassifier":
@@ -54,7 +55,7 @@ class CellClassifier:
         model, meta = load_classifier(weights, device)
         crop = meta.get("crop") or {}
         return cls(cfg["name"], tuple(cfg["classes"]), model, list(meta["classes"]), int(meta["config"]["imgsz"]),
-                   float(crop.get("margin", 0.1)), bool(crop.get("square", True)))
+                   float(crop.get("margin", 0.1)), bool(crop.get("square", True)), float(meta.get("temperature", 1.0)))
 
     @torch.no_grad()
     def classify(self, image: np.ndarray, boxes: list) -> list[tuple[str, float]]:
@@ -62,5 +63,6 @@ class CellClassifier:
         if not boxes:
             return []
         crops = [crop_box(image, b, self.margin, self.square) for b in boxes]
-        probs = self.model(prepare_crops(crops, self.imgsz).to(self.model.mean.device)).softmax(1).cpu()
+        probs = (self.model(prepare_crops(crops, self.imgsz).to(self.model.mean.device)) / self.temperature).softmax(1).cpu()
+
         return [(self.labels[int(p.argmax())], float(p.max())) for p in probs]

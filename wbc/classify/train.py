@@ -286,9 +286,31 @@ def train_classifier(data: str | Path, config: ClassifierConfig, name: str = "ex
             writer = csv.DictWriter(f, fieldnames=list(history[0]))
             writer.writeheader()
             writer.writerows(history)
-    (out / "metrics.json").write_text(json.dumps({"best": best, "history": history, **meta}, indent=2))
+    calibration = calibrate_checkpoint(out / "best.pt", val_loader, device, out / "reliability.png")
+    (out / "metrics.json").write_text(json.dumps({"best": best, "history": history, "calibration": calibration, **meta}, indent=2))
     save_plots(out, history, best, classes)
-    return {**best, "save_dir": out}
+    return {**best, "calibration": calibration, "save_dir": out}
+
+
+def calibrate_checkpoint(path: Path, val_loader: DataLoader, device, diagram: Path | None = None) -> dict:
+    """Fit the temperature of a checkpoint's softmax on the val crops (:mod:`wbc.review.calibration`)
+    and store it in the checkpoint (key ``temperature``; the class it picks never changes). Returns the
+    temperature and the val ECE before and after."""
+    from wbc.review.calibration import ece, fit_temperature, reliability_diagram
+
+    model, _ = load_classifier(path, device)
+    probs, labels = predict_probabilities(model, val_loader)
+    logits = torch.from_numpy(np.log(np.clip(probs, 1e-8, 1)))
+    t = fit_temperature(logits, torch.from_numpy(labels))
+    after = (logits / t).softmax(1).numpy()
+    correct = (probs.argmax(1) == labels).astype(float)
+    result = {"temperature": t, "ece_before": ece(probs.max(1), correct), "ece_after": ece(after.max(1), correct), "val_crops": len(labels)}
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    torch.save({**ckpt, "temperature": t, "calibration": result}, path)
+    if diagram:
+        reliability_diagram(diagram, {"before": (probs.max(1), correct), "after": (after.max(1), correct)}, "cell classifier, val crops")
+    return result
+
 
 
 def format_scores(scores: dict) -> str:

@@ -187,8 +187,11 @@ def _cells(result: dict, analyzer: WBCAnalyzer, specs: list[dict], canonical: Ca
     from ultralytics.utils import TQDM
 
     names = canonical.spec.names
+    analyzer.keep_evidence = analyzer.keep_evidence or analyzer.review is not None
     cells = collect(analyzer, canonical, split, batch, progress=lambda it, n: TQDM(it, total=n, desc=f"cells ({split})"), factors=factors)
     agnostic, aware = cells.matches(match_iou, class_aware=False), cells.matches(match_iou, class_aware=True)
+    if analyzer.review is not None:
+        _review(result, analyzer, cells, canonical, match_iou, out, plots, log)
     result["operating_point"] = operating_point(cells, aware, names)
     log(operating_point_table(result["operating_point"], analyzer.conf, match_iou))
     truth_specs = [{"name": a.name, "values": list(a.values)} for a in canonical.spec.used_attributes]
@@ -217,7 +220,29 @@ def _cells(result: dict, analyzer: WBCAnalyzer, specs: list[dict], canonical: Ca
                                f"{s['name']} ({split}, matched boxes)", out / "attribute_confusion" / f"{s['name']}.png")
 
 
+def _review(result: dict, analyzer: WBCAnalyzer, cells, canonical: CanonicalDataset, match_iou: float, out: Path, plots: bool, log) -> None:
+    """The review decision on the split's true WBC-type cells: share flagged per origin at the analyzer's
+    operating point, type and attribute ECE before / after calibration, reliability diagrams."""
+    from wbc.review.fit import report, review_table, write_report
+    from wbc.review.gather import evidence_of
+
+    try:
+        evidence = evidence_of(cells, canonical, analyzer, match_iou)
+    except ValueError as e:
+        log(f"review decision not scored: {e}")
+        return
+    review = report(analyzer.review, evidence, analyzer.operating_point, canonical.spec.label_sets)
+    if plots:
+        review = write_report(out / "review", review)
+    else:
+        for o in review["per_origin"].values():
+            o.get("type", {}).pop("curves", None)
+    result["review"] = review
+    log(review_table(review))
+
+
 def parse_groups(specs: list[str] | None) -> dict[str, list[str]] | None:
+
     """['NE=BNE,SNE', ...] -> {'NE': ['BNE', 'SNE'], ...}."""
     if not specs:
         return None

@@ -95,7 +95,16 @@ def summary(result: dict) -> str:
         lines += ["", "## WBC type per field", "", field_section(result["field_accuracy"])]
     if "attributes" in result:
         lines += ["", "## Attributes of matched boxes", "", attribute_section(result["attributes"], a["match_iou"])]
+    if "review" in result:
+        from wbc.review.fit import review_table
+
+        op = result["review"]["operating_point"]
+        lines += ["", "## Review decision (true WBC-type cells)", "",
+                  f"Unidentified: calibrated type probability < {op['min_type_probability']:.3f} or OOD score > {op['max_ood']:.3f} "
+                  f"(flags {100 * op['review_rate']:.0f}% of the fit's val cells of known types); reliability diagrams in `review/`.", "",
+                  review_table(result["review"])]
     if "calls" in result:
+
         lines += ["", "## Cell classifier", "", call_section(result["calls"])]
     lines += ["", "Files: `metrics.json`, `attributes.csv` (one row per ground-truth box and per unmatched prediction), "
               "plots (`confusion_matrix*.png`, `PR_curve.png`, `attribute_confusion/`, `field_confusion.png`).", ""]

@@ -1,6 +1,8 @@
-"""What the review decision sees of a cell: a feature vector (RoIAlign of chosen detector layers over
-the cell's box, averaged: the evidence the detector's own heads type it from) and the detector's
-class logits for the box."""
+"""What the review decision sees of a cell: a feature vector and the detector's class logits for the box.
+
+The feature vector joins two views: RoIAlign of chosen detector layers over the cell's box, averaged
+(what the cell looks like to the backbone), and the detector's classification branch at the anchor
+that found the cell, just before its class logits (the type head's own feature space)."""
 
 from __future__ import annotations
 
@@ -13,17 +15,49 @@ DEFAULT_LAYERS = (4, 6)  # the attribute head's layers (attribute_head/default.y
 
 
 class Evidence:
-    """Hooks ``layers`` of a detector; after each forward pass :meth:`embed` gives boxes' feature vectors."""
+    """Hooks ``layers`` of a detector and, with ``head``, the last hidden layer of its classification
+    branch at every level (ultralytics' ``Detect.cv3[i][-2]``); after each forward pass :meth:`embed`
+    gives the feature vectors of boxes."""
 
-    def __init__(self, detector: torch.nn.Module, layers=DEFAULT_LAYERS, roi_size: int = 7):
-        self.layers, self.roi_size = list(layers), roi_size
+    def __init__(self, detector: torch.nn.Module, layers=DEFAULT_LAYERS, roi_size: int = 7, head: bool = True):
+        self.layers, self.roi_size, self.head = list(layers), roi_size, head
         self.tap = FeatureTap(detector, self.layers)
+        self.branch: list[torch.Tensor | None] = []
+        if head:
+            detect = detector.model[-1]
+            if not hasattr(detect, "cv3"):
+                raise ValueError(f"{type(detect).__name__} has no classification branch (cv3) to take type features from")
+            self.branch = [None] * len(detect.cv3)
+            for i, seq in enumerate(detect.cv3):
+                seq[-2].register_forward_hook(self._keep(i))
 
-    def embed(self, boxes: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
-        """``boxes`` (K, 5) ``[batch index, x1, y1, x2, y2]`` in input pixels -> (K, sum of channels)."""
+    def _keep(self, level: int):
+        def hook(module, inputs, output):
+            self.branch[level] = output
+        return hook
+
+    def head_features(self, batch: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """(K, C) classification-branch features at anchors (indices into the detector's concatenated
+        anchor list: level by level, row-major) of the given batch items."""
+        sizes = torch.tensor([f.shape[2] * f.shape[3] for f in self.branch], device=anchors.device)
+        offsets = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
+        level = torch.bucketize(anchors, offsets[1:], right=True)
+        out = []
+        for b, a, lv in zip(batch.long().tolist(), anchors.long().tolist(), level.tolist()):
+            f = self.branch[lv]
+            y, x = divmod(a - int(offsets[lv]), f.shape[3])
+            out.append(f[b, :, y, x])
+        return torch.stack(out).float() if out else torch.zeros(0, self.branch[0].shape[1])
+
+    def embed(self, boxes: torch.Tensor, input_size: tuple[int, int], anchors: torch.Tensor | None = None) -> torch.Tensor:
+        """``boxes`` (K, 5) ``[batch index, x1, y1, x2, y2]`` in input pixels (and, with ``head``, the
+        anchor index each was found at) -> (K, D)."""
         s = self.roi_size
-        return torch.cat([roi_align(f, boxes.to(f.dtype), (s, s), spatial_scale=f.shape[-1] / input_size[1], sampling_ratio=2,
-                                    aligned=True).mean((2, 3)) for f in self.tap.features], 1).float()
+        parts = [roi_align(f, boxes.to(f.dtype), (s, s), spatial_scale=f.shape[-1] / input_size[1], sampling_ratio=2,
+                           aligned=True).mean((2, 3)).float() for f in self.tap.features]
+        if self.head:
+            parts.append(self.head_features(boxes[:, 0], anchors.to(boxes.device)))
+        return torch.cat(parts, 1)
 
 
 def logits_of(scores: torch.Tensor) -> torch.Tensor:
@@ -32,12 +66,12 @@ def logits_of(scores: torch.Tensor) -> torch.Tensor:
     return s.log() - (-s).log1p()
 
 
-def anchor_scores(predictions: torch.Tensor, boxes: torch.Tensor, min_iou: float = 0.6) -> torch.Tensor:
-    """Class scores (K, nc) the detector gives each given box: those of its most confident prediction
+def anchor_scores(predictions: torch.Tensor, boxes: torch.Tensor, min_iou: float = 0.6) -> tuple[torch.Tensor, torch.Tensor]:
+    """(class scores (K, nc), anchor indices (K,)) the detector gives each given box: those of its most confident prediction
     among the ones overlapping the box at IoU >= ``min_iou`` (else of the one overlapping most).
     ``predictions``: raw detector output (B, 4 + nc, anchors), xywh in input pixels; ``boxes`` (K, 5)
     as in :meth:`Evidence.embed`."""
-    out = []
+    out, chosen = [], []
     for box in boxes:
         p = predictions[int(box[0])]
         xy, wh = p[:2].T, p[2:4].T
@@ -45,5 +79,8 @@ def anchor_scores(predictions: torch.Tensor, boxes: torch.Tensor, min_iou: float
         near = iou >= min(min_iou, float(iou.max()))
         best = torch.where(near, p[4:].max(0).values, torch.full_like(iou, -1.0)).argmax()
         out.append(p[4:, best])
+        chosen.append(best)
+    if not out:
+        return predictions.new_zeros((0, predictions.shape[1] - 4)), torch.zeros(0, dtype=torch.long)
+    return torch.stack(out), torch.stack(chosen)
 
-    return torch.stack(out) if out else predictions.new_zeros((0, predictions.shape[1] - 4))

@@ -16,11 +16,15 @@ import numpy as np
 import torch
 
 from wbc.review.calibration import ece, fit_temperature, reliability_diagram
-from wbc.review.decision import DEFAULT_REVIEW_RATE, OperatingPoint, flag_rate
+from wbc.review.decision import DEFAULT_PROBABILITY_SHARE, DEFAULT_REVIEW_RATE, OperatingPoint, flag_rate
 
 from wbc.review.gather import SplitEvidence
 from wbc.review.model import SCORES, ReviewModel
 from wbc.review.scores import Mahalanobis, NearestNeighbours
+
+
+# the OOD score and its statistics, chosen by benchmarks/unseen_types.py on PBC val (docs/review.md)
+DEFAULT_OOD, DEFAULT_K, DEFAULT_SHRINKAGE = ("knn", "mahalanobis", "energy"), 30, 0.3
 
 
 def typed_labels(evidence: SplitEvidence, type_classes: list[str]) -> np.ndarray:
@@ -61,23 +65,26 @@ def typed_cells(evidence: SplitEvidence, type_classes: list[str], label_sets: di
 
 
 def fit_review(train: SplitEvidence, val: SplitEvidence, names: list[str], type_classes: list[str],
-               label_sets: dict[str, list[str]] | None = None, ood: list[str] = ("knn",),
-               review_rate: float = DEFAULT_REVIEW_RATE) -> tuple[ReviewModel, dict]:
-    """The review model and its report. ``names``: the detector's classes; ``type_classes``: those typed."""
+               label_sets: dict[str, list[str]] | None = None, ood: list[str] = DEFAULT_OOD,
+               review_rate: float = DEFAULT_REVIEW_RATE, probability_share: float = DEFAULT_PROBABILITY_SHARE,
+               k: int = DEFAULT_K, shrinkage: float = DEFAULT_SHRINKAGE) -> tuple[ReviewModel, dict]:
+    """The review model and its report. ``names``: the detector's classes; ``type_classes``: those typed;
+    ``k``: neighbours of the kNN score; ``shrinkage``: of the Mahalanobis covariance."""
     label_sets = label_sets or {}
     all_wbc = max(label_sets, key=lambda k: len(label_sets[k])) if label_sets else None
     unknown = [s for s in ood if s not in SCORES]
     if unknown:
         raise ValueError(f"unknown OOD score(s) {unknown}: choose from {SCORES}")
-    model = ReviewModel(type_classes, [names.index(c) for c in type_classes], review_rate=review_rate, ood=list(ood))
+    model = ReviewModel(type_classes, [names.index(c) for c in type_classes], review_rate=review_rate, ood=list(ood),
+                        probability_share=probability_share)
     # OOD statistics: every true WBC-type training cell; its class is the truth where typed, else the detector's call
     labels = typed_labels(train, type_classes)
     predicted = np.array([type_classes.index(p) if p in type_classes else -1 for p in train.cells["predicted"]])
     labels = np.where(labels >= 0, labels, predicted)
     keep = labels >= 0
     features = torch.from_numpy(train.features[keep])
-    model.knn = NearestNeighbours.fit(features)
-    model.mahalanobis = Mahalanobis.fit(features, torch.from_numpy(labels[keep]))
+    model.knn = NearestNeighbours.fit(features, k)
+    model.mahalanobis = Mahalanobis.fit(features, torch.from_numpy(labels[keep]), shrinkage)
     # the type temperature: val cells of one known type
     scores = torch.from_numpy(val.scores)
     val_labels = typed_labels(val, type_classes)
@@ -167,10 +174,17 @@ def card_section(result: dict, command: str) -> str:
              f"{op['min_type_probability']:.3f} or its OOD score ({' + '.join(result['ood'])}, scaled by its spread on val) is above "
              f"{op['max_ood']:.3f}: the operating point that flags {100 * op['review_rate']:.0f}% of val cells of known types "
              "(every source weighing the same). Type temperature "
-             f"{result['temperature']:.3f}.", "",
-             "| val source | cells | flagged | by probability | by OOD | typed cells | type accuracy | type ECE before | after |",
+             f"{result['temperature']:.3f}.", "", review_table(result)]
+    return "\n".join(lines)
+
+
+def review_table(result: dict) -> str:
+    """Per source: true WBC-type cells, the share flagged (and by which test), type accuracy and ECE
+    before / after calibration where types are known; then per attribute its temperature and ECE."""
+    lines = ["| source | cells | flagged | by probability | by OOD | typed cells | type accuracy | type ECE before | after |",
              "|---|---|---|---|---|---|---|---|---|"]
     for origin, o in result["per_origin"].items():
+
         t = o.get("type")
         typed = (f"{t['typed_cells']} | {100 * t['accuracy']:.1f}% | {100 * t['ece_before']:.1f}% | {100 * t['ece_after']:.1f}%"
                  if t else "0 | | | ")
@@ -219,7 +233,11 @@ def main(argv=None):
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--data", default=str(REPO_ROOT / "data" / "wbc_multisource.yaml"),
                    help="dataset yaml whose train cells give the OOD statistics and whose val cells the temperatures and operating point")
-    p.add_argument("--ood", nargs="+", default=["knn", "mahalanobis"], choices=SCORES, help="scores summed into the OOD score")
+    p.add_argument("--ood", nargs="+", default=list(DEFAULT_OOD), choices=SCORES, help="scores summed into the OOD score")
+    p.add_argument("--probability-share", type=float, default=DEFAULT_PROBABILITY_SHARE,
+                   help="share of the review rate given to the type-probability test (the rest: the OOD score)")
+    p.add_argument("--k", type=int, default=DEFAULT_K, help="neighbours of the kNN score")
+    p.add_argument("--shrinkage", type=float, default=DEFAULT_SHRINKAGE, help="shrinkage of the Mahalanobis covariance")
     p.add_argument("--review-rate", type=float, default=DEFAULT_REVIEW_RATE, help="share of val cells of known types to flag")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--name", default="exp")
@@ -234,7 +252,7 @@ def main(argv=None):
     evidence = {s: gather(analyzer, canonical, s, args.batch, lambda it, n, s=s: TQDM(it, total=n, desc=f"cells ({s})"), weights)
                 for s in ("train", "val")}
     model, result = fit_review(evidence["train"], evidence["val"], names, type_classes, canonical.spec.label_sets, args.ood,
-                               args.review_rate)
+                               args.review_rate, args.probability_share, args.k, args.shrinkage)
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "calibrate")
     result = write_report(out, {"weights": str(weights), "data": args.data, "cells": {s: len(e.cells) for s, e in evidence.items()},
                                 **result, "seconds": time.time() - start})

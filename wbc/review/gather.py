@@ -49,8 +49,11 @@ class SplitEvidence:
                    table[gt].rename(columns=lambda c: c[3:]).astype(int))
 
 
+EVIDENCE_VERSION = 2  # raise when what a cell's evidence holds changes: older caches are then not read
+
+
 def _key(*paths) -> str:
-    digest = hashlib.sha1()
+    digest = hashlib.sha1(str(EVIDENCE_VERSION).encode())
     for p in paths:
         p = Path(p)
         digest.update(f"{p.resolve()}:{p.stat().st_mtime_ns}".encode())

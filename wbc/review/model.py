@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wbc.review.decision import DEFAULT_REVIEW_RATE, OperatingPoint, choose_operating_point
+from wbc.review.decision import DEFAULT_PROBABILITY_SHARE, DEFAULT_REVIEW_RATE, OperatingPoint, choose_operating_point
 from wbc.review.features import DEFAULT_LAYERS, logits_of
 from wbc.review.scores import Mahalanobis, NearestNeighbours, energy
 
@@ -39,12 +39,14 @@ class ReviewModel:
     attribute_temperatures: dict[str, float] = field(default_factory=dict)
     layers: list[int] = field(default_factory=lambda: list(DEFAULT_LAYERS))
     roi_size: int = 7
+    head_features: bool = True  # the feature vector includes the classification branch's (wbc.review.features.Evidence)
     knn: NearestNeighbours | None = None
     mahalanobis: Mahalanobis | None = None
     ood: list[str] = field(default_factory=lambda: ["knn"])  # the scores summed into the OOD score
     spread: dict[str, tuple[float, float]] = field(default_factory=dict)  # score -> (median, q95 - median) on val known cells
     known: dict[str, np.ndarray] = field(default_factory=dict)  # val known cells: type_probability, ood, weight
     review_rate: float = DEFAULT_REVIEW_RATE
+    probability_share: float = DEFAULT_PROBABILITY_SHARE  # how the rate is split between the two tests (wbc.review.decision)
 
     def type_logits(self, class_scores: torch.Tensor) -> torch.Tensor:
         """(K, nc) detector sigmoid scores -> (K, typed classes) logits."""
@@ -78,20 +80,23 @@ class ReviewModel:
         """The thresholds that flag ``review_rate`` (default: the stored rate) of the val cells of known types."""
         k = self.known
         return choose_operating_point(k["type_probability"], k["ood"], self.review_rate if review_rate is None else review_rate,
-                                      k.get("weight"))
+                                      k.get("weight"), self.probability_share)
 
     def save(self, path: str | Path) -> None:
         torch.save({
             "type_classes": self.type_classes, "class_index": self.class_index, "temperature": self.temperature,
             "attribute_temperatures": self.attribute_temperatures, "layers": self.layers, "roi_size": self.roi_size,
+            "head_features": self.head_features,
             "knn": self.knn.state() if self.knn else None, "mahalanobis": self.mahalanobis.state() if self.mahalanobis else None,
             "ood": self.ood, "spread": {k: list(v) for k, v in self.spread.items()},
             "known": {k: torch.as_tensor(np.asarray(v, np.float64)) for k, v in self.known.items()}, "review_rate": self.review_rate,
+            "probability_share": self.probability_share,
         }, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "ReviewModel":
         s = torch.load(path, map_location="cpu", weights_only=True)
+        s.setdefault("probability_share", DEFAULT_PROBABILITY_SHARE)
         knn, maha = s.pop("knn"), s.pop("mahalanobis")
         return cls(**{**s, "spread": {k: tuple(v) for k, v in s["spread"].items()},
                       "known": {k: v.numpy().astype(float) for k, v in s["known"].items()},

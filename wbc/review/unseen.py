@@ -60,7 +60,8 @@ def combined(scores: dict[str, np.ndarray], names: list[str], spread: dict[str, 
 
 
 def evaluate_run(train_x, train_y, val_x, val_y, known: list[str], unseen: dict[str, torch.Tensor], val_fold: np.ndarray,
-                 decisions: dict[str, list[str]], review_rate: float = 0.05) -> dict:
+                 decisions: dict[str, list[str]], review_rate: float = 0.05, probability_share: float = 0.5,
+                 k: int = 10, shrinkage: float = 0.1) -> dict:
     """One leave-classes-out run. ``train_y``/``val_y``: class names; cells of ``known`` are known, the
     val cells of other classes are the left-out ones; ``unseen``: further groups' feature vectors (ERB,
     platelets, artefacts: scored against the known val cells; each split in halves by position);
@@ -70,8 +71,8 @@ def evaluate_run(train_x, train_y, val_x, val_y, known: list[str], unseen: dict[
     tr = np.array([y in index for y in train_y])
     xs, ys = train_x[tr], torch.tensor([index[y] for y in np.asarray(train_y)[tr]])
     probe = LinearProbe(xs, ys, len(known))
-    knn = NearestNeighbours.fit(xs)
-    maha = Mahalanobis.fit(probe.standardise(xs), ys)
+    knn = NearestNeighbours.fit(xs, k)
+    maha = Mahalanobis.fit(probe.standardise(xs), ys, shrinkage)
     is_known = np.array([y in index for y in val_y])
     groups = {"left out": val_x[~is_known], **unseen}
     known_x = val_x[is_known]
@@ -83,6 +84,11 @@ def evaluate_run(train_x, train_y, val_x, val_y, known: list[str], unseen: dict[
                                      **{g: int(len(x)) for g, x in groups.items()}},
            "known accuracy": float((probe(known_x).argmax(1) == known_y).float().mean()),
            "auroc": {g: {k: auroc(s_known[k], v) for k, v in s.items()} for g, s in s_groups.items()}}
+    spread_all = {k: (float(np.median(v)), float(np.quantile(v, 0.95) - np.median(v))) for k, v in s_known.items()}
+    for name, ood in decisions.items():
+        if len(ood) > 1:  # the AUROC of a summed score (each scaled by its spread on all known val cells)
+            for g, s in s_groups.items():
+                out["auroc"][g][name] = auroc(combined(s_known, ood, spread_all), combined(s, ood, spread_all))
     # the decision, cross-fitted over the two halves of the val fields
     logits_known = probe(known_x)
     group_folds = {"left out": left_fold, **{g: np.arange(len(x)) % 2 for g, x in unseen.items()}}
@@ -97,7 +103,8 @@ def evaluate_run(train_x, train_y, val_x, val_y, known: list[str], unseen: dict[
             spread = {k: (float(np.median(v[fit])), float(np.quantile(v[fit], 0.95) - np.median(v[fit]))) for k, v in s_known.items()}
             p_known = (logits_known / t).softmax(1).max(1).values.numpy()
             eces.append(ece(p_known[apply], (logits_known.argmax(1) == known_y).numpy()[apply]))
-            op = choose_operating_point(p_known[fit], combined(s_known, ood, spread)[fit], review_rate)
+            op = choose_operating_point(p_known[fit], combined(s_known, ood, spread)[fit], review_rate,
+                                        probability_share=probability_share if ood else 1.0)
             flagged_known[apply] = (p_known[apply] < op.min_type_probability) | (combined(s_known, ood, spread)[apply] > op.max_ood)
             for g, x in groups.items():
                 if not len(x):
