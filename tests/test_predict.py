@@ -146,7 +146,7 @@ def test_a_cell_scored_as_two_types_is_one_cell(monkeypatch):
     from wbc.inference import WBCAnalyzer
     from wbc.paths import DEFAULT_WEIGHTS
 
-    analyzer = WBCAnalyzer(DEFAULT_WEIGHTS, head=False, rescale=False)
+    analyzer = WBCAnalyzer(DEFAULT_WEIGHTS, head=False, rescale=False, review=False)  # a faked forward pass has no features to review
     names = list(analyzer.names.values())
     raw = torch.zeros(1, 4 + len(names), 3)
     raw[0, :4, 0] = torch.tensor([100.0, 100.0, 80.0, 80.0])  # xywh: one cell

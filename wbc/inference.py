@@ -278,9 +278,8 @@ class WBCAnalyzer:
         return out[0] if isinstance(out, (list, tuple)) else out, self.tap.features if self.tap else []
 
     def _head_probabilities(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> list[torch.Tensor]:
-        temperatures = self.review.attribute_temperatures if self.review else {}
-        return [(logits / temperatures.get(spec["name"], 1.0)).softmax(1)
-                for spec, logits in zip(self.attribute_specs, self.head(features, boxes, input_size))]
+        """The head's own (uncalibrated) value probabilities per attribute."""
+        return [logits.softmax(1) for logits in self.head(features, boxes, input_size)]
 
     @property
     def attribute_classes(self) -> list[str] | None:
@@ -298,11 +297,14 @@ class WBCAnalyzer:
         if not wanted:
             return result
         per_attribute, self._last_attribute_probabilities = [], {}
+        temperatures = self.review.attribute_temperatures if self.review else {}
         for spec, p in zip(self.attribute_specs, self._head_probabilities(features, boxes[wanted], input_size)):
-            best, index = p.cpu().max(1)
-            per_attribute.append([(spec["values"][i], float(b)) for i, b in zip(index.tolist(), best.tolist())])
-            if self.keep_evidence:
+            if self.keep_evidence:  # uncalibrated: what a temperature is fitted on
                 self._last_attribute_probabilities[spec["name"]] = dict(zip(wanted, p.cpu().numpy()))
+            t = temperatures.get(spec["name"], 1.0)
+            best, index = (p.clamp_min(1e-12).log() / t).softmax(1).cpu().max(1) if t != 1.0 else p.cpu().max(1)
+            per_attribute.append([(spec["values"][i], float(b)) for i, b in zip(index.tolist(), best.tolist())])
+
         names = [spec["name"] for spec in self.attribute_specs]
         for i, values in zip(wanted, zip(*per_attribute)):
             result[i] = dict(zip(names, values))
