@@ -23,23 +23,8 @@ import yaml  # noqa: E402
 from wbc.canonical import prepare  # noqa: E402
 from wbc.evaluation import coco  # noqa: E402
 from wbc.evaluation.report import origin_table  # noqa: E402
-from wbc.evaluation.through_predict import predict_split  # noqa: E402
+from wbc.evaluation.through_predict import predict_split, score_cells  # noqa: E402
 from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir  # noqa: E402
-
-
-def score(cells_json: Path, gt: dict, class_map: dict[str, str | None] | None, origins: dict[str, str]) -> dict:
-    names = {c["name"]: c["id"] for c in gt["categories"]}
-    ids = {im["file_name"]: im["id"] for im in gt["images"]}
-    dets = []
-    for field in json.loads(cells_json.read_text()):
-        for c in field["cells"]:
-            name = class_map.get(c["class"]) if class_map else c["class"]
-            if name is None:
-                continue
-            x1, y1, x2, y2 = c["x1"], c["y1"], c["x2"], c["y2"]
-            dets.append({"image_id": ids[field["image"]], "category_id": names[name], "bbox": [x1, y1, x2 - x1, y2 - y1],
-                         "score": c["confidence"]})
-    return {"pooled": coco.evaluate(gt, dets), "per_origin": coco.by_origin(gt, dets, origins)}
 
 
 def main(argv=None):
@@ -58,7 +43,7 @@ def main(argv=None):
     summary, cells_json, fields = predict_split(canonical, args.split, out, args.weights, conf=args.conf, pixel_size=args.pixel_size,
                                                 rescale=not args.no_rescale)
     class_map = yaml.safe_load(Path(args.class_map).read_text()) if args.class_map else None
-    result = score(cells_json, coco.ground_truth(canonical, args.split), class_map, dict(zip(fields["image"], fields["origin"])))
+    result = score_cells(cells_json, coco.ground_truth(canonical, args.split), class_map, dict(zip(fields["image"], fields["origin"])))
 
     result["settings"] = {**vars(args), "predict_seconds": summary["seconds"], "rescaled": summary["rescaled"], "tiled": summary["tiled"]}
     (out / "metrics.json").write_text(json.dumps(result, indent=1))

@@ -253,3 +253,23 @@ def test_binding_beyond_localhost_needs_a_token(predict_run, tmp_path):
         assert s.get("/api/runs/1/differential", **{"X-Review-Token": "s3cret"})[0] == 200
     finally:
         s.stop()
+
+
+@needs_browser
+def test_a_missed_cell_is_boxed_by_dragging_on_the_smear_view(server, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    before = sum(counts(server).values())
+    browser.get(f"{server.url}/smears/2")
+    Select(browser.find_element(By.ID, "new-label")).select_by_visible_text("unidentified")
+    field = browser.find_element(By.ID, "boxes")
+    side = min(field.size["width"], field.size["height"])  # offsets from the field's centre, inside it whatever the scroll
+    ActionChains(browser).move_to_element_with_offset(field, -side // 6, -side // 6).click_and_hold() \
+        .move_by_offset(side // 3, side // 3).release().perform()
+    WebDriverWait(browser, 10).until(lambda d: sum(counts(server).values()) == before + 1)
+    added = sqlite3.connect(server_db(server)).execute("SELECT x1, y1, x2, y2, label, added FROM cells WHERE added = 1").fetchall()
+    assert len(added) == 1 and added[0][4] == "unidentified"
+    x1, y1, x2, y2 = added[0][:4]
+    assert x2 - x1 > 10 and y2 - y1 > 10  # a third of the field each way, in the field's own pixels

@@ -117,6 +117,8 @@ def write_canonical(dataset: Dataset, out: Path, replace: bool = True) -> None:
             "source_yaml": str(spec.yaml_path)}
     if spec.label_sets:  # class ids from len(names) - len(label_sets) on are "one of these classes" (wbc.partial_labels)
         data["label_sets"] = spec.label_sets
+    if spec.training_scale:
+        data["training_scale"] = spec.training_scale
     (tmp / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     (tmp / "report.json").write_text(json.dumps([asdict(p) for p in dataset.problems.problems], indent=0))
     if replace:

@@ -204,7 +204,8 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     summary = {"images": len(cells_by_image), "skipped": len(skipped), "converted": sum(1 for v in notes.values() if v["note"]),
                "tiled": len(tiled), "rescaled": sum(1 for v in notes.values() if v["scale_factor"] != 1),
                "scale": dict(Counter(v["scale"] for v in notes.values())), "pixel_size_um": pixel_size,
-               "train_rbc_diameter_px": analyzer.reference_rbc_px, "cells": len(rows), "wbc": diff["run"]["wbc"], "seconds": time.time() - start,
+               "train_rbc_diameter_px": analyzer.reference_rbc_px, "train_field_size": analyzer.field_size, "classes": names,
+               "cells": len(rows), "wbc": diff["run"]["wbc"], "seconds": time.time() - start,
                "weights": str(weights), "head": str(analyzer.head_path) if analyzer.head else None, "imgsz": analyzer.imgsz,
                "conf": conf, "review": diff["review"], "tile": tile, "overlap": overlap, "wbc_classes": wbc_list,
                "nrbc_classes": nrbc_list}

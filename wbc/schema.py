@@ -12,6 +12,9 @@ A dataset yaml extends the ultralytics data yaml::
     nrbc_classes: [ERB]          # optional: those of them that are nucleated red cells: found and typed like
                                  # WBC, but reported per 100 WBC outside the differential's 100
     source: {...}                # format-specific locations; "{split}" is replaced by the split name
+    training_scale:              # optional: train at a model's scale (a fine-tuning set exported by the review app):
+      rbc_diameter_px: 72.5      # every origin's fields are resized so that their red cells are this large, and
+      field_size: 363            # letterboxed with the gain of fields this large (the base model's card records both)
     origins:                     # optional: where each field comes from (scanner, lab), told by its image size,
       Raabin-WBC: [575x575]      # so that every metric can be split by origin; or one name for every field
       PBC: [360x363, 366x369]    # (``origins: PBC``). A field of another size is of origin "unknown".
@@ -45,7 +48,7 @@ SPLITS = ("train", "val", "test")
 FORMATS = ("attridet", "lld", "coco", "voc", "yolo", "yolo_csv", "merge")
 UNKNOWN_ORIGIN = "unknown"
 _SPEC_KEYS = {"name", "path", "format", "names", "nc", "wbc_classes", "nrbc_classes", "source", "attributes", "download", "origins",
-              "parts", "label_sets", *SPLITS}
+              "parts", "label_sets", "training_scale", *SPLITS}
 _ATTRIBUTE_KEYS = {"name", "values", "unknown", "not_applicable", "applies_to", "use", "description"}
 
 
@@ -112,6 +115,7 @@ class DatasetSpec:
     origins: str | dict[tuple[int, int], str] = UNKNOWN_ORIGIN  # see the module doc
     parts: list = field(default_factory=list)  # format merge: its parts (wbc.formats.merge.Part)
     label_sets: dict[str, list[str]] = field(default_factory=dict)  # format merge: name -> classes, "one of these"
+    training_scale: dict | None = None  # {rbc_diameter_px, field_size}: train at this scale, not the data's own (see the module doc)
     raw: dict = field(repr=False, default_factory=dict)
 
     def origin_of(self, width: int, height: int) -> str:
@@ -258,8 +262,24 @@ def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetS
         origins=_origins(raw.get("origins"), yaml_path),
         parts=parts,
         label_sets=label_sets,
+        training_scale=_training_scale(raw.get("training_scale"), yaml_path),
         raw=raw,
     )
+
+
+def _training_scale(value, yaml_path: Path) -> dict | None:
+    """``training_scale: {rbc_diameter_px: 72.5, field_size: 363}`` -> the same, checked; None if absent."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != {"rbc_diameter_px", "field_size"}:
+        raise DatasetError(yaml_path, f"training_scale: needs exactly rbc_diameter_px and field_size, got {value!r}")
+    try:
+        scale = {"rbc_diameter_px": float(value["rbc_diameter_px"]), "field_size": int(value["field_size"])}
+    except (TypeError, ValueError):
+        raise DatasetError(yaml_path, f"training_scale: numbers expected, got {value!r}") from None
+    if scale["rbc_diameter_px"] <= 0 or scale["field_size"] <= 0:
+        raise DatasetError(yaml_path, f"training_scale: positive numbers expected, got {value!r}")
+    return scale
 
 
 def _origins(value, yaml_path: Path) -> str | dict[tuple[int, int], str]:

@@ -65,7 +65,7 @@ class MultiSourceTrainer(WBCDetectionTrainer):
         self.label_sets = data.get("label_sets") or {}
         nc = len(self.label_names) - len(self.label_sets)
         data["names"], data["nc"] = {i: n for i, n in enumerate(self.label_names[:nc])}, nc
-        self.scale = training_scale(Path(data["path"]))
+        self.scale = training_scale(Path(data["path"]), data.get("training_scale"))
         return data
 
     def build_dataset(self, img_path, mode="train", batch=None):
@@ -94,12 +94,14 @@ class MultiSourceTrainer(WBCDetectionTrainer):
         """Skipped: ultralytics' label plot indexes class names by label id, and label-set ids have none."""
 
 
-def training_scale(canonical_root: Path) -> dict:
+def training_scale(canonical_root: Path, given: dict | None = None) -> dict:
     """The reference scale of a canonical dataset's train fields: {reference origin (the one with
     most train fields), its red-cell diameter (px) and field size (px), the diameter per origin, and
     the resize factor per image file name}. Diameters are what inference resizes fields by
     (:func:`wbc.rescale.origin_rbc_diameters`), so that training and inference agree; an origin
-    without any estimate keeps its size (factor 1, logged)."""
+    without any estimate keeps its size (factor 1, logged). ``given`` ({rbc_diameter_px, field_size},
+    the dataset yaml's ``training_scale``): that scale instead of the reference origin's, e.g. the
+    base model's when fine-tuning on a lab's own fields."""
     import pandas as pd
 
     from wbc.rescale import origin_rbc_diameters
@@ -110,12 +112,15 @@ def training_scale(canonical_root: Path) -> dict:
     reference = train["origin"].value_counts().idxmax()
     ref = train[train["origin"] == reference]
     d_ref = diameters.get(reference)
+    if given:
+        reference, d_ref = "given", given["rbc_diameter_px"]
     factors = {img: d_ref / diameters[o] if d_ref and o in diameters else 1.0 for img, o in zip(fields["image"], fields["origin"])}
     missing = sorted(set(fields["origin"]) - set(diameters))
     LOGGER.info(f"scale: reference {reference} (red cells {d_ref or float('nan'):.1f} px); resize " +
                 ", ".join(f"{o} x{d_ref / d:.2f}" for o, d in sorted(diameters.items()) if d_ref) +
                 (f"; no estimate, kept as they are: {missing}" if missing else ""))
-    return {"reference_origin": reference, "train_rbc_diameter_px": d_ref, "field_size": int(np.median(np.maximum(ref["width"], ref["height"]))),
+    field_size = given["field_size"] if given else int(np.median(np.maximum(ref["width"], ref["height"])))
+    return {"reference_origin": reference, "train_rbc_diameter_px": d_ref, "field_size": field_size,
             "origin_rbc_diameter_px": diameters, "factors": factors}
 
 
@@ -170,7 +175,8 @@ def run_phase(phase: int, data_yaml: Path, init: str, run_dir: Path, epochs: int
                      "device": device, "workers": workers, "project": str(run_dir), "name": save_dir.name,
                      "exist_ok": True, "pretrained": path if kind == "ultralytics" and cfg else kind == "ultralytics",
                      "optimizer": "SGD", **hyp_args, **(extra or {})}  # SGD as in YOLOv5 (ultralytics' 'auto' would override lr0)
-    multisource = "label_sets" in yaml.safe_load(Path(data_yaml).read_text())
+    declared = yaml.safe_load(Path(data_yaml).read_text())
+    multisource = "label_sets" in declared or "training_scale" in declared  # MultiSourceTrainer: label sets, one scale
     if joint_head is not None:
         if multisource:
             raise UsageError("joint attribute training on a merged dataset is not supported: train the head frozen afterwards")

@@ -56,7 +56,9 @@ def corrections_dataset(store: Store, run_id: int, out: Path, approved_only: boo
     type or class, marked by the ``review`` attribute (accepted as predicted, corrected, or added by
     the reviewer). Cells labelled "not a cell" are left out (they are background), and so are cells
     still "unidentified" (their type is unknown), counted in the result. Every ``val_every``-th smear
-    goes to val (at least one where there are two or more), the rest to train."""
+    goes to val (at least one where there are two or more), the rest to train. Classes keep the model's
+    order, and the yaml records the model's training scale (``training_scale``: from the run's summary),
+    so that ``train.py`` fine-tunes the model on the fields at the scale it analyses them."""
     run = store.run(run_id)
     labels = [label for label in store.labels(run_id) if label not in (UNIDENTIFIED, NOT_A_CELL)]
     wbc = [c for c in json.loads(run["wbc_classes"]) if c in labels]
@@ -77,7 +79,11 @@ def corrections_dataset(store: Store, run_id: int, out: Path, approved_only: boo
             boxes.append(Box(index[c["label"]], (c["x1"], c["y1"], c["x2"], c["y2"]), (how,)))
         split = "val" if len(smears) > 1 and (i % val_every == val_every - 1 or (i == len(smears) - 1 and not splits["val"])) else "train"
         splits[split].append(Field(Path(s["path"]), s["width"], s["height"], boxes))
+    summary = json.loads(run["summary"])
+    scale = ({"rbc_diameter_px": summary["train_rbc_diameter_px"], "field_size": summary["train_field_size"]}
+             if summary.get("train_rbc_diameter_px") and summary.get("train_field_size") else None)
     spec = DatasetSpec(f"{run['name']}_reviewed", out / "dataset.yaml", out, "coco", labels, {k: k for k in splits if splits[k]},
-                       [REVIEW_ATTRIBUTE], {}, wbc, [c for c in json.loads(run["nrbc_classes"]) if c in wbc])
+                       [REVIEW_ATTRIBUTE], {}, wbc, [c for c in json.loads(run["nrbc_classes"]) if c in wbc], origins=run["name"],
+                       training_scale=scale)
     yaml_path = write_dataset(Dataset(spec, {k: v for k, v in splits.items() if v}), out, "coco", copy_images=True)
     return {"yaml": yaml_path, "smears": len(smears), "boxes": sum(len(f.boxes) for v in splits.values() for f in v), "skipped": skipped}

@@ -75,7 +75,9 @@ class Store:
                 raise FileNotFoundError(f"{f} not found: point review.py at a predict.py run folder (runs/predict/<name>)")
         fields = json.loads(cells_json.read_text())
         summary = json.loads(summary_json.read_text())
-        classes = sorted({c["class"] for f in fields for c in f["cells"]} | set(summary["wbc_classes"]))
+        seen = {c["class"] for f in fields for c in f["cells"]} | set(summary["wbc_classes"])
+        classes = list(summary.get("classes") or sorted(seen))  # the model's class order, so that an export fine-tunes it as it is
+        classes += sorted(seen - set(classes))
         attributes = sorted({k[:-len("_probability")] for f in fields for c in f["cells"] for k in c if k.endswith("_probability")
                              and k not in ("type_probability", "call_probability")})
         with self.transaction() as db:
@@ -130,10 +132,10 @@ class Store:
         return self.db.execute(sql + " ORDER BY COALESCE(cells.type_probability, cells.confidence), cells.id", args).fetchall()
 
     def labels(self, run_id: int) -> list[str]:
-        """What a cell can be called in this run: unidentified, the WBC types, the run's other classes, not a cell."""
+        """What a cell can be called in this run: unidentified, the model's classes in its order, not a cell."""
         run = self.run(run_id)
-        wbc, classes = json.loads(run["wbc_classes"]), json.loads(run["classes"])
-        return [UNIDENTIFIED, *wbc, *[c for c in classes if c not in wbc and c != UNIDENTIFIED], NOT_A_CELL]
+        classes = json.loads(run["classes"])
+        return [UNIDENTIFIED, *[c for c in classes if c != UNIDENTIFIED], NOT_A_CELL]
 
     def differential(self, run_id: int, smear_id: int | None = None) -> dict:
         """Counts per current label: WBC types and unidentified (the differential, with %), NRBC per 100 WBC, other cells."""

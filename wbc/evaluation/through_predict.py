@@ -3,9 +3,11 @@ that score what a lab sees (``benchmarks/predict_by_origin.py``, ``benchmarks/di
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from wbc.canonical import CanonicalDataset
+from wbc.evaluation import coco
 from wbc.predict import predict
 
 
@@ -18,3 +20,20 @@ def predict_split(canonical: CanonicalDataset, split: str, out: Path, weights, *
     listing.write_text("".join(f"{canonical.root / 'images' / split / n}\n" for n in fields["image"]))
     summary = predict(listing, out / "predict", weights, annotated=False, report=False, log=lambda *a: None, **predict_args)
     return summary, out / "predict" / "cells.json", fields
+
+
+def score_cells(cells_json: Path, gt: dict, class_map: dict[str, str | None] | None, origins: dict[str, str]) -> dict:
+    """COCOeval of a cells.json against a COCO ground truth, pooled and per origin (a cell's score: its confidence;
+    ``class_map``: model class -> dataset class, or None to drop it)."""
+    names = {c["name"]: c["id"] for c in gt["categories"]}
+    ids = {im["file_name"]: im["id"] for im in gt["images"]}
+    dets = []
+    for field in json.loads(cells_json.read_text()):
+        for c in field["cells"]:
+            name = class_map.get(c["class"]) if class_map else c["class"]
+            if name is None:
+                continue
+            x1, y1, x2, y2 = c["x1"], c["y1"], c["x2"], c["y2"]
+            dets.append({"image_id": ids[field["image"]], "category_id": names[name], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                         "score": c["confidence"]})
+    return {"pooled": coco.evaluate(gt, dets), "per_origin": coco.by_origin(gt, dets, origins)}

@@ -204,6 +204,8 @@ def write_dataset_yaml(spec: DatasetSpec, out: Path, fmt: str, splits: dict[str,
     if spec.origins != UNKNOWN_ORIGIN:
         doc["origins"] = spec.origins if isinstance(spec.origins, str) else {
             name: [f"{w}x{h}" for (w, h), n in spec.origins.items() if n == name] for name in dict.fromkeys(spec.origins.values())}
+    if spec.training_scale:
+        doc["training_scale"] = dict(spec.training_scale)
     doc["source"] = source
     doc["attributes"] = [
         {k: v for k, v in {

@@ -153,7 +153,7 @@ items.forEach((el, i) => el.addEventListener("click", e => {
 document.querySelectorAll("[data-relabel]").forEach(b => b.addEventListener("click", () => relabel(b.dataset.relabel)));
 document.querySelectorAll("[data-undo]").forEach(b => b.addEventListener("click", undo));
 
-// --- smear view: drag to box a missed cell ---------------------------------------------------------
+// --- smear view: drag to box a missed cell (a click without a drag selects the box under it) -------
 const svg = document.getElementById("boxes");
 if (svg) {
   let start = null, drawn = null;
@@ -161,27 +161,30 @@ if (svg) {
     const r = svg.getBoundingClientRect();
     return [(e.clientX - r.left) / r.width * Number(body.dataset.width), (e.clientY - r.top) / r.height * Number(body.dataset.height)];
   };
-  svg.addEventListener("mousedown", e => {
-    if (e.target.tagName === "rect") return;
-    start = point(e);
-    drawn = document.createElementNS("http://www.w3.org/2000/svg", "rect");
-    drawn.classList.add("drawing");
-    svg.appendChild(drawn);
-  });
+  svg.addEventListener("mousedown", e => { start = {at: point(e), x: e.clientX, y: e.clientY}; e.preventDefault(); });
   svg.addEventListener("mousemove", e => {
     if (!start) return;
-    const [x, y] = point(e);
-    drawn.setAttribute("x", Math.min(x, start[0])); drawn.setAttribute("y", Math.min(y, start[1]));
-    drawn.setAttribute("width", Math.abs(x - start[0])); drawn.setAttribute("height", Math.abs(y - start[1]));
+    if (!drawn && Math.hypot(e.clientX - start.x, e.clientY - start.y) < 5) return;
+    if (!drawn) {
+      drawn = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+      drawn.classList.add("drawing");
+      svg.appendChild(drawn);
+    }
+    const [x, y] = point(e), [x0, y0] = start.at;
+    drawn.setAttribute("x", Math.min(x, x0)); drawn.setAttribute("y", Math.min(y, y0));
+    drawn.setAttribute("width", Math.abs(x - x0)); drawn.setAttribute("height", Math.abs(y - y0));
   });
-  svg.addEventListener("mouseup", async e => {
+  document.addEventListener("mouseup", async e => {
     if (!start) return;
-    const [x, y] = point(e), box = [start[0], start[1], x, y];
-    start = null;
+    const was = start, box = drawn;
+    start = drawn = null;
+    if (!box) return;  // a click: the box's own click handler selects it
+    box.dataset.drawn = "1";
+    const [x, y] = point(e);
     try {
-      await post(`/api/smears/${body.dataset.smear}/cells`, {box, label: document.getElementById("new-label").value});
+      await post(`/api/smears/${body.dataset.smear}/cells`, {box: [was.at[0], was.at[1], x, y], label: document.getElementById("new-label").value});
       location.reload();
-    } catch (err) { drawn.remove(); say(err.message, true); }
+    } catch (err) { box.remove(); say(err.message, true); }
   });
 }
 
