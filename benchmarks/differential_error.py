@@ -23,15 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from wbc.canonical import prepare  # noqa: E402
 from wbc.evaluation.differential_error import differential_error, error_table, predicted_per_field, truth_per_field  # noqa: E402
-from wbc.evaluation.through_predict import predict_split  # noqa: E402
-from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir  # noqa: E402
+from wbc.evaluation.through_predict import add_split_arguments, predict_split  # noqa: E402
+from wbc.paths import REPO_ROOT, new_run_dir  # noqa: E402
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="val")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    add_split_arguments(p)
     p.add_argument("--truth-attribute", help="the attribute of WBC boxes that names their type (default: the box class)")
     p.add_argument("--groups", nargs="*", default=[], help="TRUTH=CLASS,CLASS: model classes the truth calls TRUTH")
     p.add_argument("--review-rate", type=float, help="predict.py's --review-rate (default: the stored operating point)")

@@ -23,15 +23,13 @@ import yaml  # noqa: E402
 from wbc.canonical import prepare  # noqa: E402
 from wbc.evaluation import coco  # noqa: E402
 from wbc.evaluation.report import origin_table  # noqa: E402
-from wbc.evaluation.through_predict import predict_split, score_cells  # noqa: E402
-from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir  # noqa: E402
+from wbc.evaluation.through_predict import add_split_arguments, predict_split, score_cells  # noqa: E402
+from wbc.paths import REPO_ROOT, new_run_dir  # noqa: E402
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="val")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    add_split_arguments(p)
     p.add_argument("--class-map", help="yaml 'model class: dataset class or null' (e.g. data/class_maps/pbc_to_txl.yaml)")
     p.add_argument("--conf", type=float, default=0.25, help="predict.py's --conf (its default)")
     p.add_argument("--pixel-size", type=float)

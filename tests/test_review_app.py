@@ -178,6 +178,11 @@ def test_approve_and_export_a_dataset_that_check_reads(server, browser, tmp_path
                            capture_output=True, text=True, env={**os.environ, "WBC_CACHE": str(tmp_path / "cache")}, timeout=300)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "review" in check.stdout  # the attribute that marks accepted / corrected / added cells
+    import yaml
+
+    exported_yaml = yaml.safe_load(Path(exported["dataset_yaml"]).read_text())
+    summary = json.loads((Path(server.proc.args[2]) / "summary.json").read_text())
+    assert exported_yaml["names"] == summary["classes"]  # the model's class order: train.py fine-tunes the model as it is
 
 
 def cell_of(server: Server, smear_id: int) -> int:

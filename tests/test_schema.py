@@ -63,9 +63,17 @@ def test_attribute_codes():
     (MINIMAL + "attributes:\n  - {name: size, values: [a, b], applies_to: [EO]}\n", "applies_to names unknown class 'EO'"),
     (MINIMAL + "nc: 3\n", "nc: 3 does not match the 2 names"),
     (MINIMAL + "wbc_classes: [LY]\nnrbc_classes: [RBC]\n", "nrbc_classes: 'RBC' is not one of wbc_classes"),
+    (MINIMAL + "training_scale: {rbc_diameter_px: 72.5}\n", "training_scale: needs exactly rbc_diameter_px and field_size"),
+    (MINIMAL + "training_scale: {rbc_diameter_px: -1, field_size: 363}\n", "training_scale: positive numbers expected"),
 ])
 def test_bad_yaml_is_named(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(DatasetError) as e:
         load_spec(path)
     assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_training_scale_is_read(tmp_path):
+    spec = load_spec(write(tmp_path, MINIMAL + "training_scale: {rbc_diameter_px: 72.5, field_size: 363}\n"))
+    assert spec.training_scale == {"rbc_diameter_px": 72.5, "field_size": 363}
+    assert load_spec(write(tmp_path, MINIMAL)).training_scale is None

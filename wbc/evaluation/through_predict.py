@@ -11,6 +11,15 @@ from wbc.evaluation import coco
 from wbc.predict import predict
 
 
+def add_split_arguments(parser) -> None:
+    """The arguments every such benchmark takes: --data, --split, --weights."""
+    from wbc.paths import DEFAULT_WEIGHTS
+
+    parser.add_argument("--data", required=True, help="dataset yaml")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+
+
 def predict_split(canonical: CanonicalDataset, split: str, out: Path, weights, **predict_args) -> tuple[dict, Path, "object"]:
     """(predict's summary, its cells.json, the split's fields table sorted by image); predict writes under ``out / 'predict'``."""
     fields = canonical.fields()
