@@ -264,3 +264,22 @@ def test_cell_classifier_calls_only_the_configured_classes(trained, crop_classif
     assert len(called) and set(called["pred_class"]) <= {"MO", "NE"} and set(called["kind"]) <= {"LY", "MO", "NE"}
     assert (table[table["pred_class"].isin(["MO", "NE"])]["kind"] != "").all()
     assert sum(sum(r.values()) for r in out["calls"]["counts"].values()) == len(called)
+
+
+def test_the_seed_backbones_are_selectable_by_name_and_say_when_they_start_from_scratch(tmp_path, monkeypatch):
+    import torch
+
+    import wbc.classify.backbone as backbone
+    from wbc.classify.backbone import TimmClassifier
+
+    warnings = []
+    monkeypatch.setattr(backbone.LOGGER, "warning", warnings.append)
+    for name in ("vit_tiny_patch16_224", "nextvit_small"):  # vit_base_patch16_224 (CelluScan) is the same family, larger
+        model = TimmClassifier(name, num_classes=3, pretrained=True)
+        assert model(torch.zeros(1, 3, 224, 224)).shape == (1, 3)
+    assert len(warnings) == 2 and all("trains from scratch" in w for w in warnings)
+    state = {k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in model.net.state_dict().items()}
+    torch.save(state, tmp_path / "nextvit.pt")
+    loaded = TimmClassifier("nextvit_small", num_classes=3, checkpoint=str(tmp_path / "nextvit.pt"))
+    first = next(k for k, v in loaded.net.state_dict().items() if v.is_floating_point() and "head" not in k)
+    assert torch.all(loaded.net.state_dict()[first] == 0.5)  # the checkpoint's weights, not random ones

