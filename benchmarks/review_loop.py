@@ -128,9 +128,8 @@ def score(weights: Path, out: Path, bccd, bccd_truth: dict, pbc, pbc_truth_: dic
 
 def replay_yaml(export_yaml: Path, fields: int, out: Path) -> Path:
     """A merged dataset: the review export and ``fields`` PBC train fields (and 100 PBC val fields), at the export's training scale."""
-    exported = yaml.safe_load(Path(export_yaml).read_text())
-    doc = {"name": f"{exported['name']}_replay", "format": "merge", "names": exported["names"], "wbc_classes": exported["wbc_classes"],
-           "nrbc_classes": exported.get("nrbc_classes", []), "training_scale": exported["training_scale"],
+    train = yaml.safe_load((Path(export_yaml).parent / "train.yaml").read_text())  # the export's own training yaml, one more part
+    doc = {**train, "name": f"{train['name']}_replay",
            "parts": [{"data": str(Path(export_yaml).resolve())},
                      {"data": str(REPO_ROOT / "data" / "pbc_wbcatt.yaml"), "max_fields": {"train": fields, "val": 100}}]}
     out.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -164,7 +163,7 @@ def main(argv=None):
         exported = corrections_dataset(store, run_id, out / f"export_{n}")
         fields = did["smears"]
         epochs = max(1, round(args.passes / fields))
-        variants = {n: exported["yaml"]}
+        variants = {n: exported["train_yaml"]}
         if args.replay:
             variants[f"{n}+{args.replay} PBC"] = replay_yaml(exported["yaml"], args.replay, out / f"replay_{n}.yaml")
         for key, data in variants.items():

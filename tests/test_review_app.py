@@ -174,15 +174,21 @@ def test_approve_and_export_a_dataset_that_check_reads(server, browser, tmp_path
     assert exported["smears"] == 3
     rows = Path(exported["differential_csv"]).read_text()
     assert "J. Smith" in rows and rows.count("\n") > 3
-    check = subprocess.run([sys.executable, str(REPO / "check.py"), "--data", exported["dataset_yaml"]], cwd=REPO,
-                           capture_output=True, text=True, env={**os.environ, "WBC_CACHE": str(tmp_path / "cache")}, timeout=300)
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert "review" in check.stdout  # the attribute that marks accepted / corrected / added cells
     import yaml
 
-    exported_yaml = yaml.safe_load(Path(exported["dataset_yaml"]).read_text())
+    outputs = {}
+    for key in ("dataset_yaml", "train_yaml"):  # the COCO export as it is, and the merged dataset train.py fine-tunes on
+        check = subprocess.run([sys.executable, str(REPO / "check.py"), "--data", exported[key]], cwd=REPO,
+                               capture_output=True, text=True, env={**os.environ, "WBC_CACHE": str(tmp_path / "cache")}, timeout=300)
+        assert check.returncode == 0, check.stdout + check.stderr
+        outputs[key] = check.stdout
+    assert "review" in outputs["dataset_yaml"]  # the attribute that marks accepted / corrected / added cells
     summary = json.loads((Path(server.proc.args[2]) / "summary.json").read_text())
-    assert exported_yaml["names"] == summary["classes"]  # the model's class order: train.py fine-tunes the model as it is
+    assert yaml.safe_load(Path(exported["dataset_yaml"]).read_text())["names"] == [*summary["classes"], "unidentified"]
+    train = yaml.safe_load(Path(exported["train_yaml"]).read_text())
+    assert train["names"] == summary["classes"]  # the model's class order: train.py fine-tunes the model as it is
+    assert exported["unidentified"] > 0 and set(train["label_sets"]["unidentified"]) <= set(summary["wbc_classes"])
+    assert "unidentified" in outputs["train_yaml"]  # still-unidentified cells stay in, as "some WBC type"
 
 
 def cell_of(server: Server, smear_id: int) -> int:

@@ -1,7 +1,7 @@
 """What leaves the review app: the signed-out differentials of approved smears (CSV and HTML, with
 who approved them and when), and the reviewed cells as a training dataset (COCO with attributes,
-the project's own exporter, plus its dataset yaml: ``check.py`` reads it, ``train.py`` fine-tunes
-on it)."""
+the project's own exporter, plus its dataset yaml, which ``check.py`` reads, and a ``train.yaml``
+that ``train.py`` fine-tunes on)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import html
 import json
 import time
 from pathlib import Path
+
+import yaml
 
 from wbc.app.store import NOT_A_CELL, UNIDENTIFIED, Store
 from wbc.differential import differential_table
@@ -52,28 +54,34 @@ def signed_out(store: Store, run_id: int, out: Path) -> dict[str, Path]:
 
 
 def corrections_dataset(store: Store, run_id: int, out: Path, approved_only: bool = True, val_every: int = 5) -> dict:
-    """The reviewed cells of a run as a COCO dataset under ``out`` (images copied): every cell with a
-    type or class, marked by the ``review`` attribute (accepted as predicted, corrected, or added by
-    the reviewer). Cells labelled "not a cell" are left out (they are background), and so are cells
-    still "unidentified" (their type is unknown), counted in the result. Every ``val_every``-th smear
-    goes to val (at least one where there are two or more), the rest to train. Classes keep the model's
-    order, and the yaml records the model's training scale (``training_scale``: from the run's summary),
-    so that ``train.py`` fine-tunes the model on the fields at the scale it analyses them."""
+    """The reviewed cells of a run as a dataset under ``out`` (images copied): ``dataset.yaml``, COCO
+    with every cell, marked by the ``review`` attribute (accepted as predicted, corrected, or added by
+    the reviewer), and ``train.yaml``, the dataset to fine-tune on (format merge, wbc/formats/merge.py).
+    Cells labelled "not a cell" are left out (background, counted). A cell still "unidentified" at
+    approval is a WBC of unknown type: it is kept, as the label set "unidentified" of ``train.yaml``
+    ("some WBC type", wbc/partial_labels.py), so that fine-tuning keeps finding such cells instead of
+    learning them as background, and never learns a type for them. Every ``val_every``-th smear goes
+    to val (at least one where there are two or more), the rest to train. Classes keep the model's
+    order, and both yamls record the model's training scale (``training_scale``: from the run's
+    summary), so that ``train.py`` fine-tunes the model on the fields at the scale it analyses them."""
     run = store.run(run_id)
-    labels = [label for label in store.labels(run_id) if label not in (UNIDENTIFIED, NOT_A_CELL)]
-    wbc = [c for c in json.loads(run["wbc_classes"]) if c in labels]
-    index = {c: i for i, c in enumerate(labels)}
+    classes = [label for label in store.labels(run_id) if label not in (UNIDENTIFIED, NOT_A_CELL)]
+    wbc = [c for c in json.loads(run["wbc_classes"]) if c in classes]
+    nrbc = [c for c in json.loads(run["nrbc_classes"]) if c in wbc]
+    names = [*classes, UNIDENTIFIED]
+    index = {c: i for i, c in enumerate(names)}
     corrected = {r["cell_id"] for r in store.corrections(run_id) if not r["undone"]}
     smears = [s for s in store.smears(run_id) if s["approved_at"] is not None or not approved_only]
     if not smears:
         raise ValueError(f"run {run['name']}: no approved smear to export (approve smears first, or export unapproved ones)")
     splits: dict[str, list[Field]] = {"train": [], "val": []}
-    skipped = {UNIDENTIFIED: 0, NOT_A_CELL: 0}
+    counts = {UNIDENTIFIED: 0, NOT_A_CELL: 0}
     for i, s in enumerate(smears):
         boxes = []
         for c in store.cells(run_id, smear_id=s["id"]):
-            if c["label"] in skipped:
-                skipped[c["label"]] += 1
+            if c["label"] in counts:
+                counts[c["label"]] += 1
+            if c["label"] == NOT_A_CELL:
                 continue
             how = 2 if c["added"] else 1 if c["id"] in corrected else 0
             boxes.append(Box(index[c["label"]], (c["x1"], c["y1"], c["x2"], c["y2"]), (how,)))
@@ -82,8 +90,13 @@ def corrections_dataset(store: Store, run_id: int, out: Path, approved_only: boo
     summary = json.loads(run["summary"])
     scale = ({"rbc_diameter_px": summary["train_rbc_diameter_px"], "field_size": summary["train_field_size"]}
              if summary.get("train_rbc_diameter_px") and summary.get("train_field_size") else None)
-    spec = DatasetSpec(f"{run['name']}_reviewed", out / "dataset.yaml", out, "coco", labels, {k: k for k in splits if splits[k]},
-                       [REVIEW_ATTRIBUTE], {}, wbc, [c for c in json.loads(run["nrbc_classes"]) if c in wbc], origins=run["name"],
-                       training_scale=scale)
+    spec = DatasetSpec(f"{run['name']}_reviewed", out / "dataset.yaml", out, "coco", names, {k: k for k in splits if splits[k]},
+                       [REVIEW_ATTRIBUTE], {}, [*wbc, UNIDENTIFIED], nrbc, origins=run["name"], training_scale=scale)
     yaml_path = write_dataset(Dataset(spec, {k: v for k, v in splits.items() if v}), out, "coco", copy_images=True)
-    return {"yaml": yaml_path, "smears": len(smears), "boxes": sum(len(f.boxes) for v in splits.values() for f in v), "skipped": skipped}
+    train_yaml = out / "train.yaml"
+    train_yaml.write_text(yaml.safe_dump({
+        "name": f"{run['name']}_reviewed_train", "format": "merge", "names": classes, "wbc_classes": wbc, "nrbc_classes": nrbc,
+        "label_sets": {UNIDENTIFIED: [c for c in wbc if c not in nrbc]}, **({"training_scale": scale} if scale else {}),
+        "parts": [{"data": yaml_path.name}]}, sort_keys=False))
+    return {"yaml": yaml_path, "train_yaml": train_yaml, "smears": len(smears), "boxes": sum(len(f.boxes) for v in splits.values() for f in v),
+            "unidentified": counts[UNIDENTIFIED], "skipped": {NOT_A_CELL: counts[NOT_A_CELL]}}

@@ -175,6 +175,7 @@ def create_app(store: Store, export_root: Path, user: str = "reviewer", token: s
         except ValueError as e:
             raise HTTPException(409, str(e)) from None
         return {"folder": str(out), "differential_csv": str(written["csv"]), "differential_html": str(written["html"]),
-                "dataset_yaml": str(dataset["yaml"]), "boxes": dataset["boxes"], "smears": dataset["smears"], "skipped": dataset["skipped"]}
+                "dataset_yaml": str(dataset["yaml"]), "train_yaml": str(dataset["train_yaml"]), "boxes": dataset["boxes"],
+                "smears": dataset["smears"], "unidentified": dataset["unidentified"], "skipped": dataset["skipped"]}
 
     return app
