@@ -20,10 +20,12 @@ def add_split_arguments(parser) -> None:
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
 
 
-def predict_split(canonical: CanonicalDataset, split: str, out: Path, weights, **predict_args) -> tuple[dict, Path, "object"]:
-    """(predict's summary, its cells.json, the split's fields table sorted by image); predict writes under ``out / 'predict'``."""
+def predict_split(canonical: CanonicalDataset, split: str, out: Path, weights, origin: str | None = None,
+                  **predict_args) -> tuple[dict, Path, "object"]:
+    """(predict's summary, its cells.json, the split's fields table sorted by image); predict writes under
+    ``out / 'predict'``. ``origin``: only the fields of this origin."""
     fields = canonical.fields()
-    fields = fields[fields["split"] == split].sort_values("image")
+    fields = fields[(fields["split"] == split) & ((fields["origin"] == origin) if origin else True)].sort_values("image")
     out.mkdir(parents=True, exist_ok=True)
     listing = out / "images.txt"
     listing.write_text("".join(f"{canonical.root / 'images' / split / n}\n" for n in fields["image"]))
