@@ -283,3 +283,36 @@ def test_the_seed_backbones_are_selectable_by_name_and_say_when_they_start_from_
     loaded = TimmClassifier("nextvit_small", num_classes=3, checkpoint=str(tmp_path / "nextvit.pt"))
     first = next(k for k, v in loaded.net.state_dict().items() if v.is_floating_point() and "head" not in k)
     assert torch.all(loaded.net.state_dict()[first] == 0.5)  # the checkpoint's weights, not random ones
+
+
+def test_an_attention_crop_holds_the_peak_and_an_erase_removes_it():
+    import torch
+
+    from wbc.classify.attention import attention_boxes, attention_crop, attention_erase
+
+    maps = torch.zeros(2, 8, 8)
+    maps[0, 2, 5], maps[1, 6, 1] = 1.0, 1.0  # one peak per image, in feature-map cells
+    maps[0, 2, 4] = maps[1, 6, 2] = 0.5
+    images = torch.arange(2 * 3 * 64 * 64, dtype=torch.float32).reshape(2, 3, 64, 64) % 251
+    thresholds = torch.tensor([0.45, 0.45])
+    boxes = attention_boxes(maps, (64, 64), thresholds)
+    for (x1, y1, x2, y2), (py, px) in zip(boxes.tolist(), [(2, 5), (6, 1)]):
+        cy, cx = (py + 0.5) * 8, (px + 0.5) * 8  # the peak's centre in input pixels
+        assert x1 <= cx <= x2 and y1 <= cy <= y2 and (x2 - x1) * (y2 - y1) < 64 * 64 / 4
+    crops = attention_crop(images, maps, thresholds)
+    assert crops.shape == images.shape and not torch.equal(crops, images)
+    erased = attention_erase(images, maps, thresholds, 114.0)
+    assert (erased[0, :, 20, 44] == 114).all() and (erased[1, :, 52, 12] == 114).all()  # the peaks are gone
+    assert (erased[:, :, 0, 0] == images[:, :, 0, 0]).all()  # far from them nothing changed
+
+
+def test_attention_augmented_training_runs_and_writes_attention_maps(synthetic, tmp_path):
+    from wbc.canonical import prepare
+    from wbc.classify.crop_dataset import CropOptions, ground_truth_boxes, write_crops
+    from wbc.classify.train import ClassifierConfig, train_classifier
+
+    write_crops(ground_truth_boxes(prepare(synthetic("coco")), ["train", "val"]), tmp_path / "crops", CropOptions(size=32, classes=("LY", "MO", "NE")))
+    config = ClassifierConfig(pretrained=False, imgsz=32, epochs=1, batch=8, min_per_class=8, workers=0, attention_augment=True)
+    result = train_classifier(tmp_path / "crops", config, "att", project=tmp_path)
+    maps = sorted((result["save_dir"] / "attention").glob("*.jpg"))
+    assert maps and all(m.stat().st_size > 0 for m in maps)

@@ -62,6 +62,7 @@ class ClassifierConfig:
     vat_xi: float = 0.1
     vat_eps: float = 4.0
     vat_iterations: int = 1
+    attention_augment: bool = False  # attention crop and erase views (wbc/classify/attention.py); off until measured to help
     workers: int = 2
     seed: int = 0
 
@@ -158,8 +159,17 @@ class MinCountSampler(Sampler):
 
 
 def classification_loss(model: TimmClassifier, images: torch.Tensor, labels: torch.Tensor, config: ClassifierConfig) -> torch.Tensor:
-    """Label-smoothed cross-entropy, plus ``vat_weight`` x the VAT term when it is on."""
+    """Label-smoothed cross-entropy (with ``attention_augment``: the mean over the raw, attention-cropped
+    and attention-erased views), plus ``vat_weight`` x the VAT term when it is on."""
     x = model.normalize(images)
+    if config.attention_augment:
+        from wbc.classify.attention import attention_loss
+
+        loss = attention_loss(model, images, labels, config.label_smoothing, float(PAD_VALUE))
+        if config.vat_weight:
+            logits = model.net(x)
+            loss = loss + config.vat_weight * vat_loss(model.net, x, logits, config.vat_xi, config.vat_eps, config.vat_iterations)
+        return loss
     logits = model.net(x)
     loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
     if config.vat_weight:
@@ -287,6 +297,10 @@ def train_classifier(data: str | Path, config: ClassifierConfig, name: str = "ex
             writer.writeheader()
             writer.writerows(history)
     calibration = calibrate_checkpoint(out / "best.pt", val_loader, device, out / "reliability.png")
+    if config.attention_augment:
+        from wbc.classify.attention import save_attention_maps
+
+        save_attention_maps(load_classifier(out / "best.pt", device)[0], val_samples, config.imgsz, out / "attention")
     (out / "metrics.json").write_text(json.dumps({"best": best, "history": history, "calibration": calibration, **meta}, indent=2))
     save_plots(out, history, best, classes)
     return {**best, "calibration": calibration, "save_dir": out}
@@ -327,6 +341,8 @@ def main(argv=None):
     p.add_argument("--backbone", help="timm model name, e.g. efficientnet_lite0, nextvit_small")
     p.add_argument("--checkpoint", help="initial weights for the backbone (needed for ImageNet weights of models other than efficientnet_lite0)")
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
+    p.add_argument("--attention-augment", action="store_true", default=None,
+                   help="train with attention crop and erase views (WT-DFN / WS-DAN style, wbc/classify/attention.py)")
     for key, kind in (("imgsz", int), ("epochs", int), ("batch", int), ("lr", float), ("label_smoothing", float), ("min_per_class", int),
                       ("vat_weight", float), ("vat_xi", float), ("vat_eps", float), ("vat_iterations", int), ("workers", int), ("seed", int)):
         p.add_argument(f"--{key.replace('_', '-')}", type=kind, dest=key)
@@ -337,7 +353,7 @@ def main(argv=None):
     if not args.resume and not args.data:
         p.error("--data is required (unless --resume)")
     overrides = {k: getattr(args, k) for k in ("backbone", "checkpoint", "imgsz", "epochs", "batch", "lr", "label_smoothing", "min_per_class",
-                                               "vat_weight", "vat_xi", "vat_eps", "vat_iterations", "workers", "seed")}
+                                               "vat_weight", "vat_xi", "vat_eps", "vat_iterations", "workers", "seed", "attention_augment")}
     if args.no_pretrained:
         overrides["pretrained"] = False
     config = ClassifierConfig.from_yaml(args.config, **overrides)
