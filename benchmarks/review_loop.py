@@ -146,7 +146,7 @@ def score_raabin(weights: Path, out: Path, txl, pbc, pbc_truth_: dict, class_map
 def score(weights: Path, out: Path, bccd, bccd_truth: dict, pbc, pbc_truth_: dict, class_map: dict) -> dict:
     _, cells_json, fields = predict_split(bccd, "val", out / "bccd_val", weights)
     ap = score_cells(cells_json, coco.ground_truth(bccd, "val"), class_map, dict(zip(fields["image"], fields["origin"])))
-    bccd_group = {**{c: SUBTYPE[g] for c, g in GROUP.items()}, "BNE": "SNE"}  # BCCD's NEUTROPHIL is band or segmented
+    bccd_group = {c: SUBTYPE[g] for c, g in GROUP.items()}  # BNE and SNE both -> SNE: BCCD's NEUTROPHIL is band or segmented
     _, pbc_json, _ = predict_split(pbc, "val", out / "pbc_val", weights)
     pbc_classes = {c: c for c in pbc.spec.wbc_classes}
     return {"bccd_wbc_ap50": ap["pooled"]["per_class"]["WBC"]["mAP50"],

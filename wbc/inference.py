@@ -226,8 +226,10 @@ class WBCAnalyzer:
         detections = [torch.cat([d[:, :6], d[:, 5:6], d[:, 6:]], 1) for d in detections]
         if self.class_map:
             detections = [self.class_map.apply(d, self.iou) for d in detections]
-        attributes = self._attributes(features, detections, tuple(x.shape[-2:])) if self.attribute_specs else None
-        reviews = self._review(detections, tuple(x.shape[-2:])) if self.evidence else None
+        rois = torch.cat([torch.cat([torch.full((len(d), 1), i, device=d.device), d[:, :4]], 1) for i, d in enumerate(detections)])
+        own = torch.cat([d[:, 6] for d in detections]).long().tolist()  # every detection's own class, in order
+        attributes, raw = self._attributes(features, rois, own, tuple(x.shape[-2:])) if self.attribute_specs else (None, {})
+        reviews = self._review(detections, rois, own, tuple(x.shape[-2:])) if self.evidence else None
         cells, k = [], 0
         for det, image in zip(detections, images):
             det = det.cpu()
@@ -238,21 +240,18 @@ class WBCAnalyzer:
             if reviews:
                 for j, c in enumerate(row):
                     c.type_probability, c.ood, c.review, c.evidence = reviews[k + j]
-                    if c.evidence is not None and attributes:
-                        c.evidence["attributes"] = {name: p[k + j] for name, p in self._last_attribute_probabilities.items()
-                                                    if k + j in p}
-
+                    if c.evidence is not None:
+                        c.evidence["attributes"] = {name: p[k + j] for name, p in raw.items() if k + j in p}
             k += len(row)
             cells.append(row)
             if self.cell_classifier:
                 self._call(image, row)
         return cells
 
-    def _review(self, detections: list[torch.Tensor], input_size: tuple[int, int]) -> list[tuple]:
-        """(type probability, OOD score, reason, evidence) per detection in order: Nones for cells of classes
-        the review model does not type (RBC, platelets), and without a review model (evidence only)."""
-        rois = torch.cat([torch.cat([torch.full((len(d), 1), i, device=d.device), d[:, :4]], 1) for i, d in enumerate(detections)])
-        own = torch.cat([d[:, 6] for d in detections]).long().tolist()
+    def _review(self, detections: list[torch.Tensor], rois: torch.Tensor, own: list[int], input_size: tuple[int, int]) -> list[tuple]:
+        """(type probability, OOD score, reason, evidence) per detection in order (``rois``: their boxes with
+        batch index, ``own``: their model classes): Nones for cells of classes the review model does not
+        type (RBC, platelets), and without a review model (evidence only)."""
         nc = len(self.model_names)
         scores = torch.cat([d[:, 7:7 + nc] for d in detections]).float()
         anchors = torch.cat([d[:, 7 + nc] for d in detections]).long()
@@ -261,7 +260,6 @@ class WBCAnalyzer:
         if not wanted:
             return result
         embeddings = self.evidence.embed(rois[wanted], input_size, anchors[wanted]).cpu()
-
         scores = scores[wanted].cpu()
         if self.review:
             p, _, ood = self.review.score(embeddings, scores)
@@ -286,29 +284,29 @@ class WBCAnalyzer:
         """The model's classes the head describes (None: all)."""
         return self.head.config.classes if self.head else None
 
-    def _attributes(self, features: list[torch.Tensor], detections: list[torch.Tensor], input_size: tuple[int, int]) -> list[dict]:
-        """{attribute: (value, probability)} for every detection, in order; {} for a detection of a class the
-        head does not describe (RBC, platelets: their attributes are not applicable, and pooling them costs time)."""
-        boxes = torch.cat([torch.cat([torch.full((len(d), 1), i, device=d.device), d[:, :4]], 1) for i, d in enumerate(detections)])
-        own = torch.cat([d[:, 6] for d in detections]).long().tolist()
-        model_names = self.model_names
-        wanted = [i for i, c in enumerate(own) if self.attribute_classes is None or model_names[c] in self.attribute_classes]
-        result = [{} for _ in own]
+    def _attributes(self, features: list[torch.Tensor], rois: torch.Tensor, own: list[int],
+                    input_size: tuple[int, int]) -> tuple[list[dict], dict[str, dict[int, np.ndarray]]]:
+        """({attribute: (value, calibrated probability)} for every detection, in order, {} for a detection of a
+        class the head does not describe (RBC, platelets: their attributes are not applicable, and pooling them
+        costs time); with ``keep_evidence``, {attribute: {detection index: the head's own probabilities}},
+        what a temperature is fitted on)."""
+        wanted = [i for i, c in enumerate(own) if self.attribute_classes is None or self.model_names[c] in self.attribute_classes]
+        result, raw = [{} for _ in own], {}
         if not wanted:
-            return result
-        per_attribute, self._last_attribute_probabilities = [], {}
+            return result, raw
+        per_attribute = []
         temperatures = self.review.attribute_temperatures if self.review else {}
-        for spec, p in zip(self.attribute_specs, self._head_probabilities(features, boxes[wanted], input_size)):
-            if self.keep_evidence:  # uncalibrated: what a temperature is fitted on
-                self._last_attribute_probabilities[spec["name"]] = dict(zip(wanted, p.cpu().numpy()))
+        for spec, p in zip(self.attribute_specs, self._head_probabilities(features, rois[wanted], input_size)):
+            if self.keep_evidence:
+                raw[spec["name"]] = dict(zip(wanted, p.cpu().numpy()))
             t = temperatures.get(spec["name"], 1.0)
             best, index = (p.clamp_min(1e-12).log() / t).softmax(1).cpu().max(1) if t != 1.0 else p.cpu().max(1)
             per_attribute.append([(spec["values"][i], float(b)) for i, b in zip(index.tolist(), best.tolist())])
-
         names = [spec["name"] for spec in self.attribute_specs]
         for i, values in zip(wanted, zip(*per_attribute)):
             result[i] = dict(zip(names, values))
-        return result
+        return result, raw
+
 
     def _call(self, image: np.ndarray, cells: list[Cell]) -> None:
         chosen = [c for c in cells if c.class_name in self.cell_classifier.classes]

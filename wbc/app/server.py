@@ -6,6 +6,7 @@ gave them, never by a path from the request, so nothing outside the run can be r
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
@@ -127,11 +128,17 @@ def create_app(store: Store, export_root: Path, user: str = "reviewer", token: s
             raise HTTPException(404, "the field's image is no longer on disk")
         return FileResponse(path)
 
+    @functools.lru_cache(maxsize=16)
+    def field_image(path: str):
+        """A gallery asks for many crops of one field in a row: decode each field once, not once per crop."""
+        return cv2.imread(path)
+
     @app.get("/crop/{cell_id}")
     def crop(cell_id: int, size: int = 128):
         cell = store.cell(cell_id)
-        field = cv2.imread(store.smear(cell["smear_id"])["path"])
+        field = field_image(store.smear(cell["smear_id"])["path"])
         if field is None:
+            field_image.cache_clear()  # do not remember a missing file
             raise HTTPException(404, "the field's image is no longer on disk")
         from wbc.classify.crops import crop_box
 

@@ -166,15 +166,18 @@ class Store:
 
     def relabel(self, cell_ids: list[int], label: str, user: str) -> list[dict]:
         """Give cells a new label; returns [{cell, old, new}] (cells already so labelled are left alone)."""
-        changed = []
+        changed, allowed = [], {}
         with self.transaction() as db:
             for cell_id in cell_ids:
                 cell = db.execute("SELECT cells.*, smears.run_id FROM cells JOIN smears ON smears.id = cells.smear_id WHERE cells.id = ?",
                                   (cell_id,)).fetchone()
                 if cell is None:
                     raise StoreError(f"no cell {cell_id}")
-                if label not in self.labels(cell["run_id"]):
+                if cell["run_id"] not in allowed:  # one lookup per run, not per cell of a bulk relabel
+                    allowed[cell["run_id"]] = label in self.labels(cell["run_id"])
+                if not allowed[cell["run_id"]]:
                     raise StoreError(f"{label!r} is not a label of this run")
+
                 self._editable(db, cell["smear_id"])
                 if cell["label"] == label:
                     continue

@@ -17,8 +17,8 @@ import torch
 from wbc.classify.train import prepare_crops, read_crop
 
 
-def crop_box(crop: np.ndarray, margin: float, square: bool) -> np.ndarray:
-    """The cell's box inside a crop cut by crop.py with ``margin`` (of the longer side, on each side)."""
+def cell_box_in_crop(crop: np.ndarray, margin: float) -> np.ndarray:
+    """The cell's box inside a crop cut by crop.py with ``margin`` (a fraction of the box's longer side, on each side)."""
     h, w = crop.shape[:2]
     inner = 1 / (1 + 2 * margin)
     bw, bh = w * inner, h * inner
@@ -31,7 +31,7 @@ def crop_options(crops_root: Path) -> dict:
 
 
 @torch.no_grad()
-def detector_embeddings(paths: list[Path], weights, margin: float, square: bool, batch: int = 32, progress=None) -> np.ndarray:
+def detector_embeddings(paths: list[Path], weights, margin: float, batch: int = 32, progress=None) -> np.ndarray:
     from wbc.inference import WBCAnalyzer
 
     analyzer = WBCAnalyzer(weights, head=False, review=False, keep_evidence=True, rescale=False)
@@ -39,7 +39,7 @@ def detector_embeddings(paths: list[Path], weights, margin: float, square: bool,
     chunks = range(0, len(paths), batch)
     for start in (progress(chunks) if progress else chunks):
         crops = [read_crop(p) for p in paths[start:start + batch]]
-        evidence = analyzer.evidence_at(crops, [crop_box(c, margin, square)[None] for c in crops], [1.0] * len(crops))
+        evidence = analyzer.evidence_at(crops, [cell_box_in_crop(c, margin)[None] for c in crops], [1.0] * len(crops))
         out += [features[0] for features, _ in evidence]
     return np.stack(out).astype(np.float32)
 

@@ -139,8 +139,7 @@ def main(argv=None):
         progress = lambda it: TQDM(it, desc=f"embeddings ({args.encoder})")  # noqa: E731
         if args.encoder == "detector":
             options = crop_options(root)
-            features = detector_embeddings(paths, args.weights, float(options.get("margin", 0.1)), bool(options.get("square", True)),
-                                           progress=progress)
+            features = detector_embeddings(paths, args.weights, float(options.get("margin", 0.1)), progress=progress)
         else:
             features = timm_embeddings(paths, args.encoder, args.checkpoint, args.imgsz, progress=progress)
         np.savez_compressed(cache, features=features, paths=np.array([str(p) for p in paths]))
