@@ -8,12 +8,13 @@
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
+from wbc.arguments import IMGSZ, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT
 from wbc.attributes.head import HeadConfig, head_path_for
 from wbc.attributes.train import train_head
 from wbc.cli import run
+from wbc.errors import UsageError
 from wbc.schema import load_spec
 from wbc.training import train
 
@@ -25,25 +26,25 @@ def parse_args(argv=None):
     p.add_argument("--weights", help="initial weights: ultralytics .pt, original YOLOv5 .pt, or a model config")
     p.add_argument("--cfg", help="model config (yolov5n..yolov5x or a yaml); weights are transferred into it")
     p.add_argument("--hyp", nargs="+", help="hyp yaml per phase (default: scratch-low for phase 1, scratch-high for phase 2)")
-    p.add_argument("--epochs", nargs="+", type=int, default=[100, 200], help="epochs per phase (phase 1, phase 2)")
+    p.add_argument("--epochs", nargs="+", type=POSITIVE_INT, default=[100, 200], help="epochs per phase (phase 1, phase 2)")
     p.add_argument("--phase", choices=["1", "2", "both"], default="1")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--batch", type=POSITIVE_INT, default=8)
+    p.add_argument("--imgsz", type=IMGSZ, default=640)
     p.add_argument("--name", default="exp")
     p.add_argument("--device", default="cpu", help="cpu, 0, 0,1 ...")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=NON_NEGATIVE_INT, default=2)
     p.add_argument("--resume", action="store_true", help="continue runs/train/<name> from the last.pt of its unfinished phase")
     p.add_argument("--exist-ok", action="store_true", help="reuse runs/train/<name> instead of making <name>2")
     p.add_argument("--cache", choices=["ram", "disk"], help="cache decoded images")
-    p.add_argument("--time", type=float, help="hours per phase; overrides --epochs")
-    p.add_argument("--patience", type=int, default=100)
+    p.add_argument("--time", type=POSITIVE, help="hours per phase; overrides --epochs")
+    p.add_argument("--patience", type=POSITIVE_INT, default=100)
     p.add_argument("--optimizer", default="SGD", help="SGD (YOLOv5's), AdamW, or auto (ultralytics picks by run length)")
     p.add_argument("--attributes", choices=["frozen", "joint", "none"], default="frozen",
                    help="how the attribute head is trained when the dataset declares attributes: frozen = after the last "
                         "phase, on the frozen detector's cached features (--attribute-epochs); joint = together with the "
                         "detector in the last phase (loss weight: hyp key 'attribute'); none = no head. Either way it is "
                         "saved beside the detector as best.attributes.pt")
-    p.add_argument("--attribute-epochs", type=int, default=20, help="epochs of frozen head training")
+    p.add_argument("--attribute-epochs", type=NON_NEGATIVE_INT, default=20, help="epochs of frozen head training")
     p.add_argument("--attribute-config", help="attribute head config (default attribute_head/default.yaml)")
     p.add_argument("--attribute-init", type=Path,
                    help="with --attributes joint: start the head from this saved head (e.g. the frozen one beside --weights) "
@@ -66,7 +67,7 @@ def per_phase(values, phases, flag):
         return list(values) * len(phases)
     if len(values) == 2 and len(phases) == 1:
         return [values[phases[0] - 1]]
-    sys.exit(f"{flag}: give one value, or one per phase (phase 1, phase 2)")
+    raise UsageError(f"{flag}: give one value, or one per phase (phase 1, phase 2)")
 
 
 def main(argv=None):
@@ -74,9 +75,9 @@ def main(argv=None):
     phases = [1, 2] if args.phase == "both" else [int(args.phase)]
     extra = {k: v for k, v in {"cache": args.cache, "time": args.time, "patience": args.patience, "optimizer": args.optimizer}.items() if v is not None}
     if args.attribute_init is not None and (args.attributes != "joint" or args.attribute_config):
-        sys.exit("--attribute-init: only with --attributes joint, and instead of --attribute-config")
+        raise UsageError("--attribute-init: only with --attributes joint, and instead of --attribute-config")
     if args.attribute_init is not None and not args.attribute_init.is_file():
-        sys.exit(f"--attribute-init: {args.attribute_init} not found")
+        raise UsageError(f"--attribute-init: {args.attribute_init} not found")
     head = HeadConfig.from_yaml(args.attribute_config) if args.attributes != "none" else None
     if head is not None and not load_spec(args.data, args.data_root).used_attributes:
         print(f"{args.data} declares no attributes: no attribute head")

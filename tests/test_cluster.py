@@ -43,7 +43,7 @@ def test_cluster_py_writes_assignments_metrics_plot_and_gallery(synthetic, tmp_p
     from wbc.cluster import run
 
     write_crops(ground_truth_boxes(prepare(synthetic("coco")), ["train"]), tmp_path / "crops", CropOptions(size=32, classes=("LY", "MO", "NE")))
-    monkeypatch.setattr(run, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("WBC_RUNS", str(tmp_path / "runs"))
     run.main(["--crops", str(tmp_path / "crops"), "--split", "train", "--encoder", "detector", "--k-range", "2", "4", "--name", "c"])
     out = tmp_path / "runs" / "cluster" / "c"
     metrics = json.loads((out / "metrics.json").read_text())

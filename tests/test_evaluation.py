@@ -149,6 +149,27 @@ def test_a_checkpoint_without_head_is_evaluated_for_detection_alone(trained, tmp
         evaluate(weights, data, tmp_path / "x", split="nosuch", head=False, log=lambda s: None)
 
 
+
+def test_a_test_only_dataset_scores_as_the_same_fields_do_as_val(trained, tmp_path):
+    """A yaml declaring only ``test:`` (no train or val, which ultralytics' data yaml requires) is
+    evaluated, with the numbers of the same fields evaluated as the val split of the original."""
+    from pathlib import Path
+
+    import yaml
+
+    from wbc.evaluation.evaluate import evaluate
+
+    data, weights, _ = trained
+    raw = yaml.safe_load(Path(data).read_text())
+    test_only = {**{k: v for k, v in raw.items() if k not in ("train", "val")}, "name": "test_only", "test": raw["val"],
+                 "source": {**raw.get("source", {}), "annotations": "annotations/instances_val.json"}}
+    (tmp_path / "test_only.yaml").write_text(yaml.safe_dump(test_only, sort_keys=False))
+    run = {split: evaluate(weights, str(y), tmp_path / split, split=split, head=False, plots=False, log=lambda s: None)
+           for split, y in (("val", data), ("test", tmp_path / "test_only.yaml"))}
+    assert run["test"]["images"] == run["val"]["images"] == 30
+    assert json.dumps(run["test"]["detection"]) == json.dumps(run["val"]["detection"])
+    assert json.dumps(run["test"]["operating_point"]) == json.dumps(run["val"]["operating_point"])
+
 def test_grouped_field_accuracy_counts_a_class_of_the_same_group_as_right():
     from wbc.field_accuracy import grouped_accuracy
 

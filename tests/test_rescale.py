@@ -67,7 +67,7 @@ def test_prediction_at_another_magnification_finds_the_cells_where_they_are(tmp_
     cv2.imwrite(str(source / "big.png"), cv2.resize(field, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR))
     cv2.imwrite(str(source / "same.png"), field)
     out = tmp_path / "out"
-    predict(source, out, DEFAULT_WEIGHTS, head=False, annotated=False, report=False, log=lambda *a: None)
+    predict(source, out, weights=DEFAULT_WEIGHTS, head=False, annotated=False, report=False, log=lambda *a: None)
     fields = {f["image"]: f for f in json.loads((out / "cells.json").read_text())}
     assert fields["big.png"]["rbc_diameter_px"] == pytest.approx(2 * fields["same.png"]["rbc_diameter_px"], rel=0.1)
     assert fields["big.png"]["scale_factor"] == pytest.approx(fields["same.png"]["scale_factor"] / 2, rel=0.1)

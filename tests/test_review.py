@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from wbc.review.calibration import ece, fit_temperature, reliability
-from wbc.review.decision import LOW_PROBABILITY, UNFAMILIAR, OperatingPoint, choose_operating_point, flag_rate
+from wbc.review.decision import LOW_PROBABILITY, UNFAMILIAR, choose_operating_point, flag_rate
 from wbc.review.model import ReviewModel, review_path_for
 from wbc.review.scores import Mahalanobis, NearestNeighbours, auroc, energy
 
@@ -123,7 +123,7 @@ def test_predict_applies_the_stored_operating_point(reviewed, tmp_path):
     flagged = {}
     for rate in (None, 0.5):
         out = tmp_path / f"rate{rate}"
-        summary = predict(images, out, weights, head=False, conf=0.001, review_rate=rate, annotated=False, report=rate is None, log=lambda s: None)
+        summary = predict(images, out, weights=weights, head=False, conf=0.001, review_rate=rate, annotated=False, report=rate is None, log=lambda s: None)
         op = model.operating_point(rate)
         assert summary["review"]["min_type_probability"] == pytest.approx(op.min_type_probability)
         rows = list(csv.DictReader((out / "cells.csv").open()))

@@ -82,7 +82,7 @@ def predict_run(trained, tmp_path_factory):
     images = sorted((prepare(data).root / "images" / "val").iterdir())[:6]
     listing = out.parent / "images.txt"
     listing.write_text("".join(f"{p}\n" for p in images))
-    predict(listing, out, weights, conf=0.001, annotated=False, report=False, log=lambda s: None)  # a weak detector: keep its faint cells
+    predict(listing, out, weights=weights, conf=0.001, annotated=False, report=False, log=lambda s: None)  # a weak detector: keep its faint cells
     return out
 
 

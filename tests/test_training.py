@@ -12,6 +12,7 @@ from torch import nn
 from ultralytics.nn.tasks import torch_safe_load  # torch.load(weights_only=True) with ultralytics' allow-list
 
 from wbc import weights as wts
+from wbc.errors import UsageError
 from wbc.hyp import HypError, load_hyp
 from wbc.training import train
 
@@ -198,7 +199,7 @@ def test_train_py_gives_each_phase_its_own_epochs_and_hyp():
     assert per_phase([100, 200], [2], "--epochs") == [200]
     assert per_phase([5], [1, 2], "--epochs") == [5, 5]
     assert per_phase(None, [1, 2], "--hyp") == [None, None]
-    with pytest.raises(SystemExit, match="--epochs"):
+    with pytest.raises(UsageError, match="--epochs"):
         per_phase([1, 2, 3], [1, 2], "--epochs")
 
 
@@ -206,7 +207,7 @@ def test_train_py_end_to_end_with_attribute_head(synthetic, tmp_path, monkeypatc
     import train as train_py
     from wbc.attributes.head import AttributeHead
 
-    monkeypatch.setattr("wbc.training.REPO_ROOT", tmp_path)
+    monkeypatch.setenv("WBC_RUNS", str(tmp_path / "runs"))
     train_py.main(["--data", str(synthetic("coco")), "--cfg", "yolov5n", "--imgsz", "64", "--batch", "4", "--epochs", "1",
                    "--hyp", "no-augmentation", "--workers", "0", "--name", "cli", "--attribute-epochs", "1"])
     out = capsys.readouterr().out

@@ -28,9 +28,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from wbc.errors import Problem, ProblemLog
+from wbc.errors import DatasetError, Problem, ProblemLog
 from wbc.formats import read_dataset
-from wbc.formats.base import link_image, unique_image_names
+from wbc.formats.base import SPLIT_ABSENT, link_image, unique_image_names
 from wbc.formats.yolo import format_row
 from wbc.paths import cache_root
 from wbc.schema import Dataset, DatasetSpec, load_spec
@@ -84,6 +84,23 @@ class CanonicalDataset:
     def splits(self) -> list[str]:
         return [s for s in self.spec.splits if (self.root / "labels" / s).is_dir()]
 
+    @property
+    def left_out(self) -> dict[str, str]:
+        """Declared splits whose source is absent: split -> the path that was not found."""
+        return {p.split: p.path for p in self.problems.problems if p.reason == SPLIT_ABSENT and p.split not in self.splits}
+
+    def validation_yaml(self, split: str) -> Path:
+        """An ultralytics data yaml for validating ``split`` alone: ultralytics requires 'train' and 'val'
+        in every data yaml, so both name ``split`` here, and a test-only dataset can be scored. Never
+        for training (data.yaml is that)."""
+        data = yaml.safe_load(self.data_yaml.read_text())
+        data.update(train=data[split], val=data[split])
+        path = self.root / f"validate_{split}.yaml"
+        tmp = path.with_name(f"{path.name}.{os.getpid()}")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        os.replace(tmp, path)  # other processes may validate the same cache at once
+        return path
+
 
 def write_canonical(dataset: Dataset, out: Path, replace: bool = True) -> None:
     """Write ``dataset`` in the canonical form to ``out``, built aside and moved into place in one
@@ -92,6 +109,7 @@ def write_canonical(dataset: Dataset, out: Path, replace: bool = True) -> None:
     spec = dataset.spec
     tmp = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     box_rows, field_rows = [], []
     for split, fields in dataset.splits.items():
         unique_image_names(fields, spec.yaml_path)
@@ -131,13 +149,20 @@ def write_canonical(dataset: Dataset, out: Path, replace: bool = True) -> None:
             raise
 
 
-def prepare(yaml_path: str | Path, root: str | Path | None = None, rebuild: bool = False, cache: Path | None = None) -> CanonicalDataset:
-    """Import a dataset yaml's raw data into the canonical cache (or reuse an up-to-date build)."""
-    spec = load_spec(yaml_path, root)
+def prepare(yaml_path: str | Path, root: str | Path | None = None, rebuild: bool = False, cache: Path | None = None,
+            need: tuple[str, ...] = ("train", "val")) -> CanonicalDataset:
+    """Import a dataset yaml's raw data into the canonical cache (or reuse an up-to-date build).
+    ``need``: the splits the caller reads (default: training's); each must be declared and found."""
+    spec = load_spec(yaml_path, root, need)
     out = (cache or cache_root()) / "datasets" / f"{spec.name}-{fingerprint(spec)[:12]}"
     if not rebuild and (out / "report.json").is_file():
         problems = ProblemLog([Problem(**p) for p in json.loads((out / "report.json").read_text())])
-        return CanonicalDataset(spec, out, problems, rebuilt=False)
-    dataset = read_dataset(spec)
-    write_canonical(dataset, out, replace=rebuild)
-    return CanonicalDataset(spec, out, dataset.problems, rebuilt=True)
+        canonical = CanonicalDataset(spec, out, problems, rebuilt=False)
+    else:
+        dataset = read_dataset(spec)
+        write_canonical(dataset, out, replace=rebuild)
+        canonical = CanonicalDataset(spec, out, dataset.problems, rebuilt=True)
+    for split, path in canonical.left_out.items():
+        if split in need:
+            raise DatasetError(spec.yaml_path, f"{split}: {path} not found; this command reads the {split} split")
+    return canonical

@@ -41,6 +41,8 @@ def summarize(canonical: CanonicalDataset) -> dict:
             "attributes": attributes,
             "problems": [{"action": a, "reason": r, "count": n} for (a, r), n in sorted(problems.items())],
         }
+    if canonical.left_out:
+        summary["splits_left_out"] = canonical.left_out
     other = canonical.problems.counts("all")
     if other:
         summary["dataset_problems"] = [{"action": a, "reason": r, "count": n} for (a, r), n in sorted(other.items())]
@@ -65,6 +67,8 @@ def format_summary(summary: dict, canonical: CanonicalDataset, verbose: bool = F
         lines += [f"    {p['action']:<8} {p['count']:>6}  {p['reason']}" for p in s["problems"]]
         if verbose:
             lines += [f"      {p}" for p in canonical.problems.problems if p.split == split]
+    for split, path in summary.get("splits_left_out", {}).items():
+        lines += ["", f"[{split}] split left out: {path} not found"]
     if summary.get("dataset_problems"):
         lines += ["", "[whole dataset]"] + [f"    {p['action']:<8} {p['count']:>6}  {p['reason']}" for p in summary["dataset_problems"]]
         if verbose:
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 if anything was skipped or repaired")
     args = parser.parse_args(argv)
     try:
-        canonical = prepare(args.data, args.data_root, rebuild=args.rebuild)
+        canonical = prepare(args.data, args.data_root, rebuild=args.rebuild, need=())
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

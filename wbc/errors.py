@@ -11,6 +11,10 @@ class UsageError(ValueError):
     """Arguments that cannot work together; the message says what to pass instead."""
 
 
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C; the message says what was written and how it is marked."""
+
+
 class DatasetError(ValueError):
     """A fatal problem in a dataset file; the message names the file and, where known, the line."""
 

@@ -139,11 +139,13 @@ class OnnxAnalyzer(WBCAnalyzer):
 
 
 def main(argv=None):
+    from wbc.arguments import IMGSZ
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=None, help="detector (default: the shipped model); its attribute head beside it is exported too")
     p.add_argument("--head", help="attribute head file, if not beside the weights")
     p.add_argument("--no-head", action="store_true")
-    p.add_argument("--imgsz", type=int)
+    p.add_argument("--imgsz", type=IMGSZ, help="input size (default: the head's, else the detector's training size)")
     p.add_argument("--out", help="output path stem (default: beside the weights)")
     args = p.parse_args(argv)
     from wbc.paths import DEFAULT_WEIGHTS

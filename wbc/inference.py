@@ -16,19 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ultralytics import YOLO
 from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import scale_boxes
 
+from wbc.arguments import IMGSZ, check
 from wbc.attributes.data import letterbox, to_tensor, unletterbox
 from wbc.attributes.head import AttributeHead, FeatureTap, head_path_for
 from wbc.class_map import ClassMap
 from wbc.classify.cell_classifier import CellClassifier
 from wbc.device import torch_device
+from wbc.errors import UsageError
 from wbc.offline import guard_downloads
 from wbc.paths import DEFAULT_WEIGHTS
 from wbc.review.features import Evidence, anchor_scores
 from wbc.review.model import ReviewModel, review_path_for
+from wbc.weights import load_yolo
 
 
 
@@ -73,11 +75,26 @@ class FieldScale:
         return RBC_DIAMETER_UM / self.rbc_diameter_px if self.rbc_diameter_px else None
 
 
+def input_size(imgsz: int | None, trained: int, stride: int) -> int:
+    """The network input size in pixels: ``imgsz`` rounded up to a multiple of ``stride`` (None: the
+    ``trained`` size). Fields are letterboxed at the training gain scaled by it, so under half the
+    trained size cells reach the network at under half the size it learnt, and it finds almost none:
+    refused."""
+    if imgsz is None:
+        return trained
+    size = -(-check("--imgsz", imgsz, IMGSZ) // stride) * stride
+    least = -(-trained // 2 // stride) * stride
+    if size < least:
+        raise UsageError(f"--imgsz {imgsz}: under half the size the model was trained at ({trained} px): cells would reach the "
+                         f"network at under half the size it learnt, and it finds almost none; use ≥ {least}")
+    return size
+
+
 def load_detector(weights: str | Path) -> tuple[torch.nn.Module, dict[int, str], dict]:
     """(float eval-mode DetectionModel, Conv and BatchNorm fused as ultralytics predicts with, class names,
     training args) from an ultralytics checkpoint."""
     guard_downloads()
-    yolo = YOLO(str(weights))
+    yolo = load_yolo(weights)
     model = yolo.model.float().eval().fuse(verbose=False)
     if platform.machine() in {"AMD64", "x86_64"} and torch.backends.mkldnn.is_available():
         model.to(memory_format=torch.channels_last)  # as ultralytics' AutoBackend does on x86 CPUs: faster oneDNN convolutions
@@ -105,9 +122,10 @@ class WBCAnalyzer:
         self.head_path = head_path if head_path is not None and head_path.is_file() else None
         self.head = AttributeHead.load(head_path).to(self.device) if self.head_path else None
         self.tap = FeatureTap(self.detector, self.head.config.layers) if self.head else None
-        self.imgsz = imgsz or (self.head.config.imgsz if self.head else int(args.get("imgsz", 640)))
-        self.conf, self.iou, self.max_det = conf, iou, max_det
         self.stride = int(max(self.detector.stride))
+        self.train_imgsz = self.head.config.imgsz if self.head else int(args.get("imgsz", 640))
+        self.imgsz = input_size(imgsz, self.train_imgsz, self.stride)
+        self.conf, self.iou, self.max_det = conf, iou, max_det
         self.cell_classifier = cell_classifier
         card = model_card(weights)
         self.reference_rbc_px = card.get("train_rbc_diameter_px") if rescale else None

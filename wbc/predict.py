@@ -25,9 +25,11 @@ import cv2
 import numpy as np
 
 from wbc.differential import differential, differential_table, review_bin, review_reason
-from wbc.errors import UsageError
+from wbc.arguments import check_overlap
+from wbc.errors import Interrupted, UsageError
 from wbc.inference import Cell, FieldScale, WBCAnalyzer, model_card
-from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
+from wbc.paths import new_run_dir, runs_root
+from wbc.predict_options import PredictOptions
 from wbc.report_html import gallery_crops, write_report
 from wbc.sources import image_sources, load_image
 from wbc.rescale import SCALE_GROUP, resize, tile_needed
@@ -60,6 +62,27 @@ def _scaled(analyzer: WBCAnalyzer, files):
             scales = iter(analyzer.field_scales(readable))
             yield from ((p, loaded, next(scales) if loaded.image is not None else None) for p, loaded in group)
             group = []
+
+
+def image_names(files: list[Path]) -> dict[Path, str]:
+    """The name each file goes by in the run's outputs: its file name, or ``<folder>_<file name>`` where
+    two files of the run share a name."""
+    counts = Counter(p.name for p in files)
+    return {p: p.name if counts[p.name] == 1 else f"{p.parent.name}_{p.name}" for p in files}
+
+
+def annotated_name(name: str, names_of: dict[Path, str]) -> str:
+    """``annotated/`` file of an image: ``<stem>.jpg``, or ``<stem>_<suffix>.jpg`` where images of the run
+    share a stem (``good.jpg`` and ``good.png``), so that no annotated image overwrites another."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    shared = sum(1 for n in names_of.values() if Path(n).stem == stem) > 1
+    return f"{stem}_{suffix.lstrip('.')}.jpg" if shared else f"{stem}.jpg"
+
+
+def input_note(analyzer: WBCAnalyzer, asked: int | None) -> str:
+    """One line on the network input size used, against the size the model was trained at."""
+    rounded = f", {asked} rounded up to a multiple of the stride {analyzer.stride}" if asked and asked != analyzer.imgsz else ""
+    return f"input size {analyzer.imgsz} px (the model was trained at {analyzer.train_imgsz} px{rounded})"
 
 
 def to_field(cells: list[Cell], scale: FieldScale) -> list[Cell]:
@@ -110,36 +133,31 @@ def cell_rows(image: str, cells: list[Cell], wbc: set[str], review_conf: float) 
     return rows
 
 
-def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS, head: str | Path | bool | None = None,
-            imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7, review_conf: float = 0.5, tile: int | None = None,
-            overlap: int | None = None, batch: int = 8, device: str = "cpu", cell_classifier: str | Path | None = None,
-            wbc_classes: list[str] | None = None, annotated: bool = True, report: bool = True, log=print,
-            nrbc_classes: list[str] | None = None, pixel_size: float | None = None, rescale: bool = True,
-            review_rate: float | None = None, review: str | Path | bool | None = None) -> dict:
+def predict(source: str | Path, out: Path, options: PredictOptions | None = None, log=print, **changes) -> dict:
     """Analyse every image of ``source`` and write the outputs to ``out``. Returns the run summary.
-    ``wbc_classes`` / ``nrbc_classes``: None reads them from the model card (:func:`model_cell_types`).
-    ``pixel_size``: µm per pixel of every field (default: estimated per field from its red cells);
-    ``rescale=False`` runs every field at the size it comes. ``review``: the review model (None: beside
-    the weights, False: none, and ``review_conf`` decides); ``review_rate``: the share of val cells of
-    known types its operating point flags (None: the stored one)."""
+    ``options``: see :class:`~wbc.predict_options.PredictOptions` (default: its defaults); ``changes``
+    override its fields, e.g. ``predict(src, out, conf=0.3, head=False)``."""
     from ultralytics.utils import TQDM
 
     from wbc.classify.cell_classifier import CellClassifier
 
+    o = (options or PredictOptions()).replace(**changes)
     start = time.time()
     files = image_sources(source)
-    analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device,
-                           cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None,
-                           rescale=rescale, pixel_size=pixel_size, review=review, review_rate=review_rate)
+    analyzer = WBCAnalyzer(o.weights, o.head, o.imgsz, o.conf, o.iou, o.device,
+                           cell_classifier=CellClassifier.from_yaml(o.cell_classifier, o.device) if o.cell_classifier else None,
+                           rescale=o.rescale, pixel_size=o.pixel_size, review=o.review, review_rate=o.review_rate)
     names = list(analyzer.names.values())
-    card_wbc, card_nrbc = model_cell_types(weights, names)
-    wbc_list = wbc_classes or card_wbc
-    nrbc_list = [c for c in (card_nrbc if nrbc_classes is None else nrbc_classes) if c in wbc_list]
+    card_wbc, card_nrbc = model_cell_types(o.weights, names)
+    wbc_list = o.wbc_classes or card_wbc
+    nrbc_list = [c for c in (card_nrbc if o.nrbc_classes is None else o.nrbc_classes) if c in wbc_list]
     wbc = set(wbc_list)
-    tile = tile or default_tile(weights, analyzer.imgsz)
-    overlap = overlap if overlap is not None else tile // 3
+    review_conf, batch = o.review_conf, o.batch
+    tile = o.tile or default_tile(o.weights, analyzer.imgsz)
+    overlap = o.overlap if o.overlap is not None else tile // 3
+    check_overlap(tile, overlap)
     out.mkdir(parents=True, exist_ok=True)
-    if annotated:
+    if o.annotated:
         (out / "annotated").mkdir(exist_ok=True)
     cells_by_image, rows_by_image, notes, skipped, crops, tiled = {}, {}, {}, {}, {}, []
     pending: list[tuple[str, np.ndarray]] = []
@@ -147,10 +165,10 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     def finish(name: str, image: np.ndarray, cells: list[Cell]) -> None:
         cells_by_image[name] = cells
         rows_by_image[name] = cell_rows(name, cells, wbc, review_conf)
-        if report:
+        if o.report:
             crops[name] = gallery_crops(image, cells, wbc_list)
-        if annotated:
-            cv2.imwrite(str(out / "annotated" / f"{Path(name).stem}.jpg"), annotate(image, cells, wbc, review_conf))
+        if o.annotated:
+            cv2.imwrite(str(out / "annotated" / annotated_name(name, names_of)), annotate(image, cells, wbc, review_conf))
 
     def flush() -> None:
         if pending:
@@ -158,25 +176,33 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
                 finish(name, image, to_field(cells, scale))
             pending.clear()
 
-    used_names = set()
-    for path, loaded, scale in _scaled(analyzer, TQDM(files, desc="images")):
-        name = path.name if path.name not in used_names else f"{path.parent.name}_{path.name}"
-        used_names.add(name)
-        if loaded.image is None:
-            skipped[str(path)] = loaded.note
-            continue
-        work = resize(loaded.image, scale.factor)  # tiles and the letterbox see the field at the training scale
-        notes[name] = {"path": str(path), "width": loaded.image.shape[1], "height": loaded.image.shape[0], "note": loaded.note,
-                       "scale": scale.how, "rbc_diameter_px": _round(scale.rbc_diameter_px, 1),
-                       "pixel_size_um": _round(scale.pixel_size_um, 4), "scale_factor": round(scale.factor, 4)}
-        if tile_needed(*work.shape[:2], tile):
-            tiled.append(name)
-            finish(name, loaded.image, to_field(analyze_tiled(analyzer, work, tile, overlap, batch), scale))
-        else:
-            pending.append((name, loaded.image, work, scale))
-            if len(pending) == batch:
-                flush()
-    flush()
+    log(input_note(analyzer, o.imgsz))
+    names_of = image_names(files)
+    interrupted = False
+    try:
+        for path, loaded, scale in _scaled(analyzer, TQDM(files, desc="images")):
+            name = names_of[path]
+            if loaded.image is None:
+                skipped[str(path)] = loaded.note
+                continue
+            work = resize(loaded.image, scale.factor)  # tiles and the letterbox see the field at the training scale
+            notes[name] = {"path": str(path), "width": loaded.image.shape[1], "height": loaded.image.shape[0], "note": loaded.note,
+                           "scale": scale.how, "rbc_diameter_px": _round(scale.rbc_diameter_px, 1),
+                           "pixel_size_um": _round(scale.pixel_size_um, 4), "scale_factor": round(scale.factor, 4)}
+            if tile_needed(*work.shape[:2], tile):
+                tiled.append(name)
+                finish(name, loaded.image, to_field(analyze_tiled(analyzer, work, tile, overlap, batch), scale))
+            else:
+                pending.append((name, loaded.image, work, scale))
+                if len(pending) == batch:
+                    flush()
+        flush()
+    except KeyboardInterrupt:  # keep what is done, marked incomplete
+        interrupted = True
+        for name, *_ in pending:
+            notes.pop(name, None)
+    if interrupted and not cells_by_image:
+        raise Interrupted(f"stopped by Ctrl-C before the first field was done; nothing written to {out}")
     if not cells_by_image:
         raise UsageError(f"none of the {len(files)} files under {source} could be read: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
@@ -198,16 +224,17 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     (out / "differential.md").write_text("\n".join(md) + "\n")
     with (out / "skipped.csv").open("w", newline="") as f:
         csv.writer(f).writerows([("file", "reason"), *skipped.items()])
-    if report:
+    if o.report:
         write_report(out / "report.html", f"WBC analysis: {Path(str(source)).name}", diff, cells_by_image, crops, wbc_list, skipped,
                      scale_note(notes, analyzer.reference_rbc_px))
     summary = {"images": len(cells_by_image), "skipped": len(skipped), "converted": sum(1 for v in notes.values() if v["note"]),
                "tiled": len(tiled), "rescaled": sum(1 for v in notes.values() if v["scale_factor"] != 1),
-               "scale": dict(Counter(v["scale"] for v in notes.values())), "pixel_size_um": pixel_size,
+               "scale": dict(Counter(v["scale"] for v in notes.values())), "pixel_size_um": o.pixel_size,
                "train_rbc_diameter_px": analyzer.reference_rbc_px, "train_field_size": analyzer.field_size, "classes": names,
                "cells": len(rows), "wbc": diff["run"]["wbc"], "seconds": time.time() - start,
-               "weights": str(weights), "head": str(analyzer.head_path) if analyzer.head else None, "imgsz": analyzer.imgsz,
-               "conf": conf, "review": diff["review"], "tile": tile, "overlap": overlap, "wbc_classes": wbc_list,
+               "complete": not interrupted, "files": len(files),
+               "weights": str(o.weights), "head": str(analyzer.head_path) if analyzer.head else None, "imgsz": analyzer.imgsz,
+               "conf": o.conf, "review": diff["review"], "tile": tile, "overlap": overlap, "wbc_classes": wbc_list,
                "nrbc_classes": nrbc_list}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log(differential_table(diff["run"]))
@@ -216,44 +243,18 @@ def predict(source: str | Path, out: Path, weights: str | Path = DEFAULT_WEIGHTS
     log(f"{summary['images']} images ({summary['rescaled']} resized to the training scale, {summary['tiled']} tiled, "
         f"{summary['converted']} converted), {summary['skipped']} skipped, "
         f"{summary['cells']} cells, {summary['wbc']} WBC in {summary['seconds']:.1f} s; written to {out}")
+    if interrupted:
+        raise Interrupted(f"stopped by Ctrl-C after {summary['images'] + summary['skipped']} of {len(files)} files; what was done "
+                          f"is written to {out}, marked incomplete (summary.json: \"complete\": false)")
     return summary
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True, help="an image, a folder, a glob, or a text file of image paths")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="detector (default: the shipped model); its attribute head beside it is used")
-    p.add_argument("--head", help="attribute head file, if not beside the weights")
-    p.add_argument("--no-head", action="store_true")
-    p.add_argument("--imgsz", type=int, help="default: the head's, else the detector's training size")
-    p.add_argument("--conf", type=float, default=0.25, help="minimum confidence of a cell")
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU")
-    p.add_argument("--review-rate", type=float, help="share of cells of known types sent to 'unidentified' for review, as measured "
-                   "on val (default: the model's stored operating point, 5%%); cells unlike the training cells or with a low "
-                   "calibrated type probability are the ones sent")
-    p.add_argument("--no-review-model", action="store_true", help="ignore the review model beside the weights; --review-conf decides")
-    p.add_argument("--review-conf", type=float, default=0.5, help="without a review model: WBC-type cells below this confidence "
-                   "go to 'unidentified'")
-    p.add_argument("--wbc-classes", nargs="+", help="which classes are WBC types (default: from the model card beside the weights, else all)")
-    p.add_argument("--nrbc-classes", nargs="*", help="which of them are nucleated red cells, reported per 100 WBC outside the "
-                   "differential (default: from the model card; none when given without names)")
-    p.add_argument("--pixel-size", type=float, help="µm per pixel of the fields (default: estimated per field from the median red-cell "
-                   "diameter, 7.5 µm); each field is resized to the scale the model was trained on (its model card records it)")
-    p.add_argument("--no-rescale", action="store_true", help="run every field at the size it comes (no resizing to the training scale)")
-    p.add_argument("--tile", type=int, help="fields (after resizing to the training scale) with a side above 1.5 x this many pixels "
-                   "are tiled (default: the training fields' size from the model card, else 1.5 x the input size)")
-    p.add_argument("--overlap", type=int, help="tile overlap in pixels, larger than a cell (default: a third of --tile)")
-    p.add_argument("--cell-classifier", help="yaml naming detector classes and a crop classifier to call on them")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--device", default="cpu", help="cpu, 0 or cuda:0")
-    p.add_argument("--no-annotated", action="store_true", help="do not write annotated images")
-    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--source", required=True, help="an image, a folder, a glob, or a text file of image paths (relative to its folder)")
+    PredictOptions.add_arguments(p)
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
     args = p.parse_args(argv)
-    out = new_run_dir(args.name, REPO_ROOT / "runs" / "predict", args.exist_ok)
-    predict(args.source, out, args.weights, False if args.no_head else args.head, args.imgsz, args.conf, args.iou, args.review_conf,
-            args.tile, args.overlap, args.batch, args.device, args.cell_classifier, args.wbc_classes, not args.no_annotated, not args.no_report, nrbc_classes=args.nrbc_classes,
-            pixel_size=args.pixel_size, rescale=not args.no_rescale, review_rate=args.review_rate,
-            review=False if args.no_review_model else None)
-
+    options = PredictOptions.from_args(args)
+    predict(args.source, new_run_dir(args.name, runs_root() / "predict", args.exist_ok), options)

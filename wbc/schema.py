@@ -4,8 +4,8 @@ A dataset yaml extends the ultralytics data yaml::
 
     path: pbc                    # dataset root; relative paths are taken under the data root
     format: yolo_csv             # attridet | lld | coco | voc | yolo_csv (see wbc/formats)
-    train: images/train          # per split: image folder, or a text file of image ids / paths
-    val: images/val
+    train: images/train          # per split: image folder, or a text file of image ids / paths; training needs
+    val: images/val              # train and val, a dataset only evaluated (test.py, check.py) may declare test alone
     test: images/test            # optional; a split whose source is absent is reported and left out
     names: [BA, BNE, ...]        # class names, list or {id: name}
     wbc_classes: [BA, ...]       # optional: the classes that are WBC types (default: all)
@@ -117,6 +117,7 @@ class DatasetSpec:
     label_sets: dict[str, list[str]] = field(default_factory=dict)  # format merge: name -> classes, "one of these"
     training_scale: dict | None = None  # {rbc_diameter_px, field_size}: train at this scale, not the data's own (see the module doc)
     raw: dict = field(repr=False, default_factory=dict)
+    root_from: str = ""  # how ``root`` was found, for the message when it does not exist
 
     def origin_of(self, width: int, height: int) -> str:
         """Where a field of this size comes from (``origins``), or "unknown"."""
@@ -129,7 +130,11 @@ class DatasetSpec:
         template = self.source.get(key, default)
         if template is None:
             return None
-        return self.root / str(template).format(split=split)
+        try:
+            return self.root / str(template).format(split=split)
+        except (KeyError, IndexError, ValueError):
+            raise DatasetError(self.yaml_path, f"source.{key}: {template!r}: '{{split}}' is the only placeholder; "
+                                               f"write a literal brace as '{{{{' or '}}}}'") from None
 
     def class_id(self, name: str) -> int | None:
         return self.names.index(name) if name in self.names else None
@@ -149,19 +154,24 @@ def _expand(value: str) -> str:
     return os.path.expanduser(re.sub(r"\$\{(\w+)(:-([^}]*))?\}", repl, value))
 
 
-def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetSpec:
+def load_spec(yaml_path: str | Path, root: str | Path | None = None, need: tuple[str, ...] = ("train", "val")) -> DatasetSpec:
     """Read and validate a dataset yaml.
 
     Args:
         yaml_path: the dataset yaml.
         root: overrides the yaml's ``path`` (the dataset root); otherwise a relative ``path``
             is taken under ``wbc.paths.data_root()`` (env ``WBC_DATA_ROOT``).
+        need: the splits the caller reads, which the yaml must declare (training needs train and
+            val; evaluating a test-only dataset needs none but the one it scores). At least one
+            split must be declared either way.
     """
+    from wbc.formats.base import read_text  # the importers' reader (wbc.formats imports this module)
+
     yaml_path = Path(yaml_path)
     if not yaml_path.is_file():
         raise DatasetError(yaml_path, "dataset yaml not found")
     try:
-        raw = yaml.safe_load(yaml_path.read_text()) or {}
+        raw = yaml.safe_load(read_text(yaml_path)) or {}
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         raise DatasetError(yaml_path, f"invalid yaml: {getattr(e, 'problem', e)}", None if line is None else line + 1)
@@ -176,7 +186,7 @@ def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetS
 
     names = raw.get("names")
     if isinstance(names, dict):
-        if sorted(names) != list(range(len(names))):
+        if set(names) != set(range(len(names))):
             raise DatasetError(yaml_path, "names: ids must be 0..n-1 without gaps")
         names = [names[i] for i in range(len(names))]
     if not names or not isinstance(names, list):
@@ -190,17 +200,29 @@ def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetS
     if fmt == "merge":  # a merge of other dataset yamls: its root is its own folder, its splits theirs
         raw = {"train": "train", "val": "val", "test": "test", "path": str(yaml_path.resolve().parent), **raw}
     if root is not None:
-        dataset_root = Path(root).expanduser()
+        dataset_root, root_from = Path(root).expanduser(), "--data-root"
     else:
-        if "path" not in raw:
+        if raw.get("path") is None:
             raise DatasetError(yaml_path, "path: the dataset root is required")
         dataset_root = Path(_expand(str(raw["path"])))
+        root_from = f"path: {raw['path']}"
         if not dataset_root.is_absolute():
+            root_from += f" under the data root {data_root()}; set WBC_DATA_ROOT or --data-root"
             dataset_root = data_root() / dataset_root
-    splits = {s: str(raw[s]) for s in SPLITS if raw.get(s) is not None}
-    for required in ("train", "val"):
+        else:
+            root_from += "; or pass --data-root"
+    splits = {}
+    for s in SPLITS:
+        if raw.get(s) is None:
+            continue
+        if not isinstance(raw[s], (str, int, float)) or isinstance(raw[s], bool):
+            raise DatasetError(yaml_path, f"{s}: one image folder or image list file expected, got {raw[s]!r}")
+        splits[s] = str(raw[s])
+    for required in need:
         if required not in splits:
-            raise DatasetError(yaml_path, f"{required}: split is required")
+            raise DatasetError(yaml_path, f"{required}: split is required (declared: {', '.join(splits) or 'none'})")
+    if not splits:
+        raise DatasetError(yaml_path, f"no split declared: give at least one of {', '.join(SPLITS)}")
 
     parts, label_sets = [], {}
     if fmt == "merge":
@@ -208,6 +230,8 @@ def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetS
 
         parts, label_sets, merged_attributes = parse_merge(raw, yaml_path, names)
         raw = {**raw, "attributes": merged_attributes}
+    if not isinstance(raw.get("attributes") or [], list):
+        raise DatasetError(yaml_path, f"attributes: a list of {{name, values, ...}} expected, got {raw['attributes']!r}")
     attributes, seen = [], set()
     for i, a in enumerate(raw.get("attributes") or []):
         where = f"attributes[{i}]"
@@ -237,11 +261,11 @@ def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetS
                 raise DatasetError(yaml_path, f"{where} ({attr.name}): applies_to names unknown class {cls!r}")
         attributes.append(attr)
 
-    wbc_classes = [str(c) for c in raw.get("wbc_classes") or names]
+    wbc_classes = list(_tokens(raw.get("wbc_classes"), yaml_path, "wbc_classes")) or names
     for cls in wbc_classes:
         if cls not in names:
             raise DatasetError(yaml_path, f"wbc_classes: unknown class {cls!r}")
-    nrbc_classes = [str(c) for c in raw.get("nrbc_classes") or []]
+    nrbc_classes = list(_tokens(raw.get("nrbc_classes"), yaml_path, "nrbc_classes"))
     for cls in nrbc_classes:
         if cls not in wbc_classes:
             raise DatasetError(yaml_path, f"nrbc_classes: {cls!r} is not one of wbc_classes {wbc_classes}")
@@ -264,6 +288,7 @@ def load_spec(yaml_path: str | Path, root: str | Path | None = None) -> DatasetS
         label_sets=label_sets,
         training_scale=_training_scale(raw.get("training_scale"), yaml_path),
         raw=raw,
+        root_from=root_from,
     )
 
 

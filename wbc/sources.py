@@ -2,12 +2,14 @@
 reading them so that odd files are converted or reported instead of crashing a run.
 
 Converted (and noted): 16-bit images (scaled to 8 bits), grayscale (to 3 channels), RGBA (alpha
-dropped, composited on white). Skipped with a reason: missing or zero-byte files, files that are
-not images or cannot be decoded.
+dropped, composited on white). Skipped with a reason: missing or zero-byte files, sub-folders of a
+source folder, broken symbolic links and link loops, files that are not images or cannot be decoded.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
@@ -26,10 +28,10 @@ def image_sources(source: str | Path) -> list[Path]:
     left out), a glob, or a text file listing one path per line."""
     source = str(source)
     path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    if path.is_dir():  # every entry, so that sub-folders and broken links are reported as skipped, not left out
+        files = sorted(p for p in path.iterdir() if not p.name.startswith("."))
     elif path.suffix == ".txt" and path.is_file():
-        files = [Path(line.strip()) for line in path.read_text().splitlines() if line.strip()]
+        files = [path.parent / line.strip() for line in read_list(path) if line.strip()]  # relative: to the list's folder
     elif path.is_file():
         files = [path]
     elif any(ch in source for ch in "*?["):
@@ -68,8 +70,33 @@ def to_bgr8(image: np.ndarray) -> tuple[np.ndarray, str]:
     return image, ", ".join(notes)
 
 
+def read_list(path: Path) -> list[str]:
+    """The lines of a list file, or a UsageError naming it if it is not UTF-8 text."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); a list file holds "
+                         "one image path per line") from None
+
+
+def unreadable(path: Path) -> str | None:
+    """Why ``path`` is not a file to read (a folder, a broken or looping link), or None."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop"
+        return "broken symbolic link" if path.is_symlink() else "missing"
+    if path.is_dir():
+        return "a folder (folders are not searched: pass a glob such as 'folder/**/*.png')"
+    return None
+
+
 def load_image(path: Path) -> Loaded:
     """Read ``path`` for inference; never raises for a bad file."""
+    reason = unreadable(path)
+    if reason:
+        return Loaded(path, None, reason)
     size = image_size(path)  # a full decode: truncated files are caught here
     if isinstance(size, str):
         if size.startswith("corrupt") and path.suffix.lower() not in IMAGE_SUFFIXES:

@@ -24,7 +24,7 @@ from wbc.canonical import prepare
 from wbc.errors import UsageError
 from wbc.hyp import load_hyp
 from wbc.offline import guard_downloads
-from wbc.paths import REPO_ROOT, new_run_dir
+from wbc.paths import new_run_dir, run_dir_of, runs_root
 
 guard_downloads()
 
@@ -229,16 +229,17 @@ def train(data: str, weights: str | None, phases: list[int], epochs: list[int], 
     ``joint_head``: the last phase trains this attribute head together with the detector."""
     if not resume and weights is None and cfg is None and phases[0] == 1:
         raise UsageError("pass --weights (a checkpoint or an original YOLOv5 .pt) or --cfg (e.g. yolov5n) to start phase 1")
+    run_dir_of(name, project or runs_root() / "train")  # fail on bad arguments before any data is read
     for phase, hyp in zip(phases, hyps):
-        load_hyp(hyp or DEFAULT_HYPS[phase])  # fail on bad arguments before any data is read
+        load_hyp(hyp or DEFAULT_HYPS[phase])
     if weights and not resume:
         wts.resolve(weights)
     if cfg:
         wts.model_config(cfg)
     canonical = prepare(data, data_root)
-    project = project or REPO_ROOT / "runs" / "train"
+    project = project or runs_root() / "train"
     continues_phase1 = phases == [2] and weights is None and not resume  # phase 2 of an earlier phase-1 run
-    run_dir = project / name if (resume or exist_ok or continues_phase1) else new_run_dir(name, project)
+    run_dir = run_dir_of(name, project) if (resume or exist_ok or continues_phase1) else new_run_dir(name, project)
     if continues_phase1:
         if not (run_dir / "phase1" / "weights" / "last.pt").is_file():
             raise FileNotFoundError(f"{run_dir / 'phase1' / 'weights' / 'last.pt'} not found: phase 2 without --weights "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -52,8 +53,6 @@ def _stand_in(module: str, name: str) -> type:
 
 def is_yolov5_original(path: str | Path) -> bool:
     """True for checkpoints pickled by the yolov5 repository (their model class lives in ``models.yolo``)."""
-    import zipfile
-
     try:
         with zipfile.ZipFile(path) as z:
             data = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
@@ -104,4 +103,55 @@ def resolve(weights: str) -> tuple[str, str]:
         return "config", model_config(weights)
     if not path.is_file():
         raise _missing(weights)
+    if not zipfile.is_zipfile(path):  # every torch checkpoint since torch 1.6 is a zip archive
+        from wbc.errors import UsageError
+
+        raise UsageError(f"--weights {weights}: not a torch checkpoint ({path.stat().st_size} bytes that are not a .pt archive: "
+                         f"truncated, or another kind of file)")
     return ("yolov5" if is_yolov5_original(path) else "ultralytics"), str(path.resolve())
+
+
+def load_yolo(weights: str | Path):
+    """An ultralytics YOLO of a trained detector checkpoint, for predict / test / export. Anything
+    else ends in one line naming the file: missing, a model config (nothing trained), an original
+    YOLOv5-repository checkpoint (no WBC classes; train.py starts from it), or a file torch cannot read."""
+    from ultralytics import YOLO
+
+    from wbc.errors import UsageError
+    from wbc.paths import DEFAULT_WEIGHTS
+
+    kind, path = resolve(str(weights))
+    if kind == "config":
+        raise UsageError(f"--weights {weights}: a model config, not a trained detector; pass a checkpoint such as {DEFAULT_WEIGHTS}")
+    if kind == "yolov5":
+        raise UsageError(f"--weights {weights}: an original YOLOv5-repository checkpoint (COCO classes, not WBC types); "
+                         f"train.py --weights starts from it, predict and test need a trained detector such as {DEFAULT_WEIGHTS}")
+    try:
+        yolo = YOLO(path, task="detect")
+    except Exception as e:  # noqa: BLE001 -- torch and ultralytics raise many kinds for a file that is not a checkpoint
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"--weights {weights}: not a readable detector checkpoint ({type(e).__name__}: {reason[:160]}); "
+                         f"expected an ultralytics .pt such as {DEFAULT_WEIGHTS}") from None
+    if getattr(yolo, "task", "detect") != "detect" or not getattr(yolo, "names", None):
+        raise UsageError(f"--weights {weights}: a {yolo.task} model without detection classes; expected a detector such as {DEFAULT_WEIGHTS}")
+    return yolo
+
+
+def read_checkpoint(path: str | Path, what: str, keys: tuple[str, ...] = ()) -> dict:
+    """``torch.load(path, weights_only=True)`` of one of the project's own files (``what``: 'attribute head',
+    'review model', 'cell classifier' ...), or one line naming the file: missing, not a checkpoint, holding
+    objects a weights-only load refuses, or without the ``keys`` that kind of file has."""
+    from wbc.errors import UsageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such {what} file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- torch raises RuntimeError, UnpicklingError, EOFError ... for a bad file
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UsageError(f"{path}: not a readable {what} file ({type(e).__name__}: {reason[:160]})") from None
+    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise UsageError(f"{path}: not a {what} file (no {', '.join(repr(k) for k in missing)} in it)")
+    return ckpt

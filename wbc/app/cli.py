@@ -16,7 +16,8 @@ import secrets
 from pathlib import Path
 
 from wbc.errors import UsageError
-from wbc.paths import REPO_ROOT
+from wbc.arguments import Range
+from wbc.paths import runs_root
 
 LOCAL = {"127.0.0.1", "localhost", "::1"}
 
@@ -26,10 +27,10 @@ def main(argv=None):
     p.add_argument("runs", nargs="*", help="predict.py run folders (runs/predict/<name>)")
     p.add_argument("--source", help="images to run predict.py on first (an image, a folder, a glob or a list file)")
     p.add_argument("--name", default="review", help="with --source: the predict run's name")
-    p.add_argument("--db", default=str(REPO_ROOT / "runs" / "review" / "review.sqlite"))
-    p.add_argument("--export-dir", default=str(REPO_ROOT / "runs" / "review" / "exports"))
+    p.add_argument("--db", default=str(runs_root() / "review" / "review.sqlite"))
+    p.add_argument("--export-dir", default=str(runs_root() / "review" / "exports"))
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=Range(int, 1, 65535), default=8765)
     p.add_argument("--token", help="required of every request; needed to bind anything but localhost ('auto': make one)")
     p.add_argument("--user", default="reviewer", help="the reviewer's name until one is typed into the page")
     args = p.parse_args(argv)
@@ -43,7 +44,7 @@ def main(argv=None):
         from wbc.paths import new_run_dir
         from wbc.predict import predict
 
-        out = new_run_dir(args.name, REPO_ROOT / "runs" / "predict")
+        out = new_run_dir(args.name, runs_root() / "predict")
         predict(args.source, out)
         runs.append(out)
     store = Store(args.db)

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from torchvision.ops import roi_align
 
 from wbc.paths import REPO_ROOT
+from wbc.weights import read_checkpoint
 
 
 @dataclass
@@ -122,7 +123,7 @@ class AttributeHead(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> "AttributeHead":
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = read_checkpoint(path, "attribute head", ("config", "state_dict"))
         head = cls(HeadConfig(**ckpt["config"]))
         state = ckpt["state_dict"]
         if not any(k.startswith("branches.") for k in state):  # a single-branch head saved before members existed

@@ -28,7 +28,7 @@ from wbc.attributes.metrics import summarize_attributes
 from wbc.canonical import prepare
 from wbc.device import torch_device
 from wbc.inference import load_detector
-from wbc.paths import REPO_ROOT, new_run_dir
+from wbc.paths import new_run_dir, runs_root
 
 
 def balanced_weights(codes: np.ndarray, value_counts: list[int]) -> list[torch.Tensor]:
@@ -172,7 +172,7 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
         DetectorBatches(detector, tap, DataLoader(ConcatDataset(sources[s]), batch, shuffle=s == "train", num_workers=workers, collate_fn=collate), device)
         for s in ("train", "val"))
     class_weights = balanced_weights(np.concatenate([c for _, _, c in sources["train"][0].items]), cfg.value_counts) if balance else None
-    out = new_run_dir(name, project or REPO_ROOT / "runs" / "attributes")
+    out = new_run_dir(name, project or runs_root() / "attributes")
     result = fit_head(head, train_batches, val_batches, (imgsz, imgsz), out, epochs, lr, jitter, class_weights, device)
     tap.remove()
     return result

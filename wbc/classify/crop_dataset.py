@@ -184,7 +184,10 @@ def main(argv=None):
 
     from ultralytics.utils import TQDM
 
-    from wbc.paths import REPO_ROOT, new_run_dir
+    from wbc.arguments import FRACTION, IMGSZ, Range
+    from wbc.paths import new_run_dir, runs_root
+
+    share = Range(float, 0, 1, hi_open=True)
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
@@ -193,22 +196,24 @@ def main(argv=None):
     p.add_argument("--splits", nargs="+", default=["train", "val"], help="with --data: the splits to crop")
     p.add_argument("--data-root", help="with --data: dataset root overriding the yaml's path")
     p.add_argument("--weights", help="with --source: detector (default: the shipped model)")
-    p.add_argument("--imgsz", type=int, help="with --source: detector input size (default: its training size)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="with --source: share of source images assigned to val")
-    p.add_argument("--test-fraction", type=float, default=0.0, help="with --source: share of source images assigned to test")
-    p.add_argument("--conf", type=float, default=0.25, help="with --source: minimum confidence")
+    p.add_argument("--imgsz", type=IMGSZ, help="with --source: detector input size (default: its training size)")
+    p.add_argument("--val-fraction", type=share, default=0.2, help="with --source: share of source images assigned to val")
+    p.add_argument("--test-fraction", type=share, default=0.0, help="with --source: share of source images assigned to test")
+    p.add_argument("--conf", type=FRACTION, default=0.25, help="with --source: minimum confidence")
     p.add_argument("--classes", nargs="+", help="source classes to keep (default: the dataset's WBC classes with --data, all with --source)")
     p.add_argument("--all-classes", action="store_true", help="with --data: keep every class (RBC, platelets too)")
     p.add_argument("--rename", nargs="+", default=[], help="OLD=NEW class renames; *=NEW renames every other kept class")
     p.add_argument("--class-attribute", help="name each crop's class folder by this attribute's value (e.g. wbc_subtype); "
                    "boxes where it is unknown are skipped and counted")
-    p.add_argument("--margin", type=float, default=0.1, help="fraction of the box's longer side added on each side")
+    p.add_argument("--margin", type=Range(float, 0, 2), default=0.1, help="fraction of the box's longer side added on each side")
     p.add_argument("--no-square", action="store_true", help="keep the box's aspect ratio instead of squaring it")
-    p.add_argument("--size", type=int, help="output side in pixels (default: the crop's own size)")
-    p.add_argument("--min-size", type=float, default=0.0, help="skip boxes whose shorter side is below this many pixels")
+    p.add_argument("--size", type=Range(int, 8), help="output side in pixels (default: the crop's own size)")
+    p.add_argument("--min-size", type=Range(float, 0), default=0.0, help="skip boxes whose shorter side is below this many pixels")
     p.add_argument("--out", type=Path, help="output folder (default: runs/crops/<name>, never overwriting another run)")
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
+    if args.source and args.val_fraction + args.test_fraction >= 1:
+        p.error(f"--val-fraction {args.val_fraction} + --test-fraction {args.test_fraction} leave nothing for train; keep their sum under 1")
 
     unreadable: dict[str, str] = {}
     if args.data:
@@ -228,7 +233,7 @@ def main(argv=None):
         records = predicted_boxes(analyzer, image_sources(args.source), {k: v for k, v in fractions.items() if v > 0}, unreadable=unreadable)
     options = CropOptions(args.margin, not args.no_square, args.size, args.min_size, tuple(classes) if classes else None,
                           parse_rename(args.rename), args.conf, args.class_attribute)
-    out = args.out or new_run_dir(args.name, REPO_ROOT / "runs" / "crops")
+    out = args.out or new_run_dir(args.name, runs_root() / "crops")
     summary = write_crops(records, out, options, progress=lambda it: TQDM(it, desc="crops", unit=" boxes"))
     print(counts_table(summary))
     if summary["skipped"]:

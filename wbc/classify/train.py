@@ -33,14 +33,16 @@ import yaml
 from torch.utils.data import DataLoader, Dataset, Sampler
 from ultralytics.utils import LOGGER, TQDM
 
+from wbc.arguments import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, Range
 from wbc.attributes.metrics import attribute_scores
 from wbc.classify.backbone import TimmClassifier
 from wbc.classify.crops import PAD_VALUE
 from wbc.classify.vat import vat_loss
 from wbc.device import torch_device
 from wbc.errors import DatasetError, UsageError
-from wbc.paths import REPO_ROOT, new_run_dir
+from wbc.paths import REPO_ROOT, new_run_dir, runs_root
 from wbc.sources import IMAGE_SUFFIXES
+from wbc.weights import read_checkpoint
 
 DEFAULT_CONFIG = REPO_ROOT / "models" / "classifier.yaml"
 
@@ -86,10 +88,18 @@ def folder_samples(root: Path, split: str, classes: list[str] | None = None) -> 
     folders = sorted(p for p in base.iterdir() if p.is_dir())
     if classes is None:
         classes = [p.name for p in folders]
+        if len(classes) < 2:
+            raise UsageError(f"{base}: {len(classes)} class folder{'' if len(classes) == 1 else 's'} "
+                             f"({', '.join(classes) or 'none'}); a classifier needs at least two classes to tell apart")
     extra = [p.name for p in folders if p.name not in classes]
     if extra:
         raise DatasetError(base, f"class folders {extra} are not training classes {classes}")
-    samples = [(f, classes.index(p.name)) for p in folders for f in sorted(p.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    files = [(f, classes.index(p.name)) for p in folders for f in sorted(p.iterdir()) if not f.name.startswith(".")]
+    samples = [(f, c) for f, c in files if f.suffix.lower() in IMAGE_SUFFIXES]
+    if len(samples) < len(files):
+        others = [f for f, _ in files if f.suffix.lower() not in IMAGE_SUFFIXES]
+        LOGGER.warning(f"{base}: {len(others)} file(s) skipped, not images by their suffix: "
+                       f"{', '.join(str(f.relative_to(base)) for f in others[:5])}{' ...' if len(others) > 5 else ''}")
     if not samples:
         raise DatasetError(base, "no images")
     return samples, classes
@@ -222,7 +232,7 @@ def save_plots(out: Path, history: list[dict], scores: dict, classes: list[str])
 
 def load_classifier(path: str | Path, device: str = "cpu") -> tuple[TimmClassifier, dict]:
     """(eval-mode model, checkpoint dict without the weights) from a best.pt / last.pt."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path, "crop classifier", ("config", "classes", "model"))
     config = ClassifierConfig(**ckpt["config"])
     model = TimmClassifier(config.backbone, len(ckpt["classes"]), pretrained=False, drop_rate=config.drop_rate)
     model.load_state_dict(ckpt["model"])
@@ -232,7 +242,7 @@ def load_classifier(path: str | Path, device: str = "cpu") -> tuple[TimmClassifi
 def train_classifier(data: str | Path, config: ClassifierConfig, name: str = "exp", project: Path | None = None,
                      resume: bool = False, device: str = "cpu") -> dict:
     """Train (or resume ``name``) and return the best epoch's val scores with the run folder."""
-    project = project or REPO_ROOT / "runs" / "classify"
+    project = project or runs_root() / "classify"
     device = torch_device(device)
     if resume:
         out = project / name
@@ -343,8 +353,11 @@ def main(argv=None):
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
     p.add_argument("--attention-augment", action="store_true", default=None,
                    help="train with attention crop and erase views (WT-DFN / WS-DAN style, wbc/classify/attention.py)")
-    for key, kind in (("imgsz", int), ("epochs", int), ("batch", int), ("lr", float), ("label_smoothing", float), ("min_per_class", int),
-                      ("vat_weight", float), ("vat_xi", float), ("vat_eps", float), ("vat_iterations", int), ("workers", int), ("seed", int)):
+    non_negative = Range(float, 0)
+    for key, kind in (("imgsz", Range(int, 32)), ("epochs", POSITIVE_INT), ("batch", POSITIVE_INT), ("lr", POSITIVE),
+                      ("label_smoothing", Range(float, 0, 1, hi_open=True)), ("min_per_class", NON_NEGATIVE_INT),
+                      ("vat_weight", non_negative), ("vat_xi", POSITIVE), ("vat_eps", POSITIVE), ("vat_iterations", POSITIVE_INT),
+                      ("workers", NON_NEGATIVE_INT), ("seed", int)):
         p.add_argument(f"--{key.replace('_', '-')}", type=kind, dest=key)
     p.add_argument("--device", default="cpu", help="cpu, 0 or cuda:0")
     p.add_argument("--name", default="exp")

@@ -29,7 +29,8 @@ from wbc.cluster.dec import dec
 from wbc.cluster.metrics import cluster_scores
 from wbc.cluster.embed import crop_options, detector_embeddings, timm_embeddings
 from wbc.errors import UsageError
-from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
+from wbc.arguments import POSITIVE_INT, Range
+from wbc.paths import DEFAULT_WEIGHTS, new_run_dir, runs_root
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 
@@ -114,22 +115,30 @@ def main(argv=None):
     p.add_argument("--encoder", default="detector", help="detector, efficientnet_lite0, or a timm model name (with --checkpoint)")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="with --encoder detector: the detector")
     p.add_argument("--checkpoint", help="with a timm encoder other than efficientnet_lite0: its weights file")
-    p.add_argument("--imgsz", type=int, default=224, help="with a timm encoder: input size")
+    p.add_argument("--imgsz", type=Range(int, 32), default=224, help="with a timm encoder: input size")
     k = p.add_mutually_exclusive_group()
-    k.add_argument("--k", type=int, help="number of clusters")
-    k.add_argument("--k-range", nargs=2, type=int, default=[4, 12], help="choose k in this range by k-means silhouette")
+    k.add_argument("--k", type=Range(int, 2), help="number of clusters")
+    k.add_argument("--k-range", nargs=2, type=Range(int, 2), default=[4, 12], help="choose k in this range by k-means silhouette")
     p.add_argument("--groups", nargs="*", default=[], help="GROUP=A,B: score with these classes merged")
-    p.add_argument("--max-per-class", type=int, help="at most this many crops per class folder (a fixed random subset)")
+    p.add_argument("--max-per-class", type=POSITIVE_INT, help="at most this many crops per class folder (a fixed random subset)")
     p.add_argument("--autoencoder", action="store_true", help="cluster an autoencoder's 10-d code (pretrained on the embeddings)")
-    p.add_argument("--pca", type=int, help="cluster the first N principal components of the standardised embedding")
+    p.add_argument("--pca", type=POSITIVE_INT, help="cluster the first N principal components of the standardised embedding")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true", help="write into (and resume) runs/cluster/<name>")
     args = p.parse_args(argv)
-    out = new_run_dir(args.name, REPO_ROOT / "runs" / "cluster", args.exist_ok)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.k_range[0] > args.k_range[1]:
+        p.error(f"--k-range {args.k_range[0]} {args.k_range[1]}: the first must not exceed the second")
+    for spec in args.groups:
+        if "=" not in spec or not spec.split("=", 1)[1]:
+            p.error(f"--groups {spec!r}: expected GROUP=A,B")
     root = Path(args.crops)
     paths, labels = crop_files(root, args.split or None, args.max_per_class, args.seed)
+    if (args.k or args.k_range[1]) >= len(paths):
+        raise UsageError(f"{'--k ' + str(args.k) if args.k else '--k-range up to ' + str(args.k_range[1])}: needs more crops than "
+                         f"clusters; {root} has {len(paths)}")
+    out = new_run_dir(args.name, runs_root() / "cluster", args.exist_ok)
+    out.mkdir(parents=True, exist_ok=True)
     group = {c: g for spec in args.groups for g, members in [spec.split("=", 1)] for c in members.split(",")}
     labels = [group.get(label, label) for label in labels]
     cache = out / "embeddings.npz"
@@ -143,6 +152,9 @@ def main(argv=None):
         else:
             features = timm_embeddings(paths, args.encoder, args.checkpoint, args.imgsz, progress=progress)
         np.savez_compressed(cache, features=features, paths=np.array([str(p) for p in paths]))
+    most = min(len(paths), int(features.shape[1]))
+    if args.pca and args.pca > most:
+        raise UsageError(f"--pca {args.pca}: at most {most} components for {len(paths)} crops of {features.shape[1]} features")
     if args.pca:
         from sklearn.decomposition import PCA
 

@@ -61,10 +61,10 @@ def validate(weights: str | Path, canonical: CanonicalDataset, split: str, imgsz
     ultralytics' COCO records with ``file_name``, ``category_id`` (class + 1), ``bbox`` xywh, ``score``.
     ``factors``: resize each image (by file name) by this on top of ``fit``, the letterbox gain of a
     training field (:mod:`wbc.rescale`)."""
-    from ultralytics import YOLO
+    from wbc.weights import load_yolo
 
-    yolo = YOLO(str(weights))
-    args = {**yolo.overrides, "rect": True, "data": str(canonical.data_yaml), "split": split, "imgsz": imgsz, "batch": batch,
+    yolo = load_yolo(weights)
+    args = {**yolo.overrides, "rect": True, "data": str(canonical.validation_yaml(split)), "split": split, "imgsz": imgsz, "batch": batch,
             "conf": 0.001, "iou": iou, "device": device, "plots": plots, "save_json": True, "verbose": False, "mode": "val"}
     validator = KeepPredictionsValidator(save_dir=save_dir, args=args, _callbacks=yolo.callbacks)
     validator.target_classes, validator.factors, validator.fit = class_map, factors, fit

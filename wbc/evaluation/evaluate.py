@@ -26,6 +26,7 @@ import math
 import time
 from pathlib import Path
 
+from wbc.arguments import FRACTION, IMGSZ, PIXEL_SIZE, POSITIVE_INT, Range
 from wbc.canonical import CanonicalDataset, prepare
 from wbc.class_map import load_class_map, require_same_classes
 from wbc.errors import DatasetError, UsageError
@@ -38,7 +39,7 @@ from wbc.evaluation.report import (agreement_line, attribute_section, call_secti
                                    origin_table, summary)
 from wbc.field_accuracy import NO_WBC, field_accuracy_of_predictions, grouped_accuracy, has_field_classes
 from wbc.inference import WBCAnalyzer
-from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
+from wbc.paths import DEFAULT_WEIGHTS, new_run_dir, runs_root
 
 
 def scored_attributes(analyzer: WBCAnalyzer, canonical: CanonicalDataset, log=print) -> list[dict]:
@@ -74,9 +75,10 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
     """Evaluate and write everything to ``out`` (created). Returns the content of metrics.json. ``class_map``:
     a yaml mapping the model's classes to the dataset's, for a model trained on other classes."""
     start = time.time()
-    canonical = prepare(data, data_root)
+    canonical = prepare(data, data_root, need=())  # a test-only dataset can be scored: only the split asked for must be there
     if split not in canonical.splits:
-        raise DatasetError(canonical.spec.yaml_path, f"no split '{split}' (present: {', '.join(canonical.splits) or 'none'})")
+        why = f"{canonical.left_out[split]} not found" if split in canonical.left_out else f"present: {', '.join(canonical.splits)}"
+        raise DatasetError(canonical.spec.yaml_path, f"no split '{split}' ({why})")
     analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device,
                            cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None,
                            rescale=rescale, pixel_size=pixel_size)
@@ -273,16 +275,16 @@ def main(argv=None):
     p.add_argument("--data", default="data/pbc_wbcatt.yaml")
     p.add_argument("--data-root", help="dataset root overriding the yaml's path")
     p.add_argument("--split", default="val", help="val or test (or any split the yaml declares)")
-    p.add_argument("--imgsz", type=int, help="default: the attribute head's, else the detector's training size")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--conf", type=float, default=0.25, help="confidence of the cells in the CSV and attribute scores (mAP always uses 0.001)")
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU")
-    p.add_argument("--match-iou", type=float, default=0.5, help="IoU at which a cell matches a ground-truth box")
+    p.add_argument("--imgsz", type=IMGSZ, help="default: the attribute head's, else the detector's training size")
+    p.add_argument("--batch", type=POSITIVE_INT, default=16)
+    p.add_argument("--conf", type=FRACTION, default=0.25, help="confidence of the cells in the CSV and attribute scores (mAP always uses 0.001)")
+    p.add_argument("--iou", type=FRACTION, default=0.7, help="NMS IoU")
+    p.add_argument("--match-iou", type=Range(float, 0, 1, lo_open=True), default=0.5, help="IoU at which a cell matches a ground-truth box")
     p.add_argument("--class-map", help="yaml mapping the model's classes to the dataset's ('model class: dataset class or null'), "
                    "for a model trained on other classes, e.g. data/class_maps/pbc_to_bccd.yaml")
     p.add_argument("--cell-classifier", help="yaml naming detector classes and a crop classifier to call on them "
                    "(e.g. lymphocyte-like cells -> reactive / normal); its label and probability go into attributes.csv")
-    p.add_argument("--pixel-size", type=float, help="µm per pixel of the fields (default: estimated per field from its red cells); "
+    p.add_argument("--pixel-size", type=PIXEL_SIZE, help="µm per pixel of the fields (default: estimated per field from its red cells); "
                    "fields are resized to the scale the model was trained on, as predict.py does")
     p.add_argument("--no-rescale", action="store_true", help="evaluate every field at the size it comes")
     p.add_argument("--field-groups", nargs="+", metavar="GROUP=A,B", help="also score the WBC type per field with classes grouped, "
@@ -293,7 +295,7 @@ def main(argv=None):
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true", help="write into runs/test/<name> even if it exists")
     args = p.parse_args(argv)
-    out = new_run_dir(args.name, REPO_ROOT / "runs" / "test", args.exist_ok)
+    out = new_run_dir(args.name, runs_root() / "test", args.exist_ok)
     result = evaluate(args.weights, args.data, out, args.split, args.imgsz, args.batch, args.conf, args.iou, args.match_iou,
                       False if args.no_head else args.head, args.device, args.data_root, args.attridet_csv, not args.no_plots,
                       args.class_map, args.cell_classifier, pixel_size=args.pixel_size, rescale=not args.no_rescale,

@@ -29,7 +29,7 @@ def predict_split(canonical: CanonicalDataset, split: str, out: Path, weights, o
     out.mkdir(parents=True, exist_ok=True)
     listing = out / "images.txt"
     listing.write_text("".join(f"{canonical.root / 'images' / split / n}\n" for n in fields["image"]))
-    summary = predict(listing, out / "predict", weights, annotated=False, report=False, log=lambda *a: None, **predict_args)
+    summary = predict(listing, out / "predict", weights=weights, annotated=False, report=False, log=lambda *a: None, **predict_args)
     return summary, out / "predict" / "cells.json", fields
 
 

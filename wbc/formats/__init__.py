@@ -10,6 +10,7 @@ from pathlib import Path
 
 from wbc.errors import DatasetError
 from wbc.formats import attridet, coco, merge, voc, yolo_csv
+from wbc.formats.base import SPLIT_ABSENT
 from wbc.schema import Dataset, DatasetSpec
 
 SOURCE_KEYS = {
@@ -25,10 +26,18 @@ _READERS = {"attridet": attridet.read, "lld": attridet.read, "yolo": attridet.re
 
 
 def read_dataset(spec: DatasetSpec) -> Dataset:
+    """The canonical form of ``spec``'s raw data. Fatal: the dataset root is missing, or none of the
+    declared splits is there (a missing split among others is noted and left out)."""
     unknown = sorted(set(spec.source) - SOURCE_KEYS[spec.format])
     if unknown:
         raise DatasetError(spec.yaml_path, f"source: unknown key(s) {unknown} for format {spec.format!r}; allowed: {sorted(SOURCE_KEYS[spec.format])}")
-    return _READERS[spec.format](spec)
+    if not spec.root.is_dir():
+        raise DatasetError(spec.yaml_path, f"dataset root not found: {spec.root} ({spec.root_from})")
+    dataset = _READERS[spec.format](spec)
+    if not dataset.splits:
+        absent = [f"{p.split}: {p.path} not found" for p in dataset.problems.problems if p.reason == SPLIT_ABSENT]
+        raise DatasetError(spec.yaml_path, f"no split found ({'; '.join(absent)})")
+    return dataset
 
 
 def write_dataset(dataset: Dataset, out: str | Path, fmt: str, copy_images: bool = False) -> Path:

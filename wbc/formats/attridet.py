@@ -13,7 +13,7 @@ from pathlib import Path
 
 from wbc.errors import DatasetError, ProblemLog
 from wbc.formats import yolo
-from wbc.formats.base import numeric_token, parse_number, require_nonempty, write_dataset_yaml
+from wbc.formats.base import SPLIT_ABSENT, numeric_token, parse_number, require_nonempty, write_dataset_yaml
 from wbc.schema import Box, Dataset, DatasetSpec
 
 LLD_EXTRA = ("px1", "px2", "py1", "py2")
@@ -43,7 +43,7 @@ def read(spec: DatasetSpec) -> Dataset:
     for split in spec.splits:
         fields = yolo.read_split(spec, split, ncols, parse_extra, problems)
         if fields is None:
-            problems.add(split, "noted", "split source absent (split left out)", spec.root / spec.splits[split])
+            problems.add(split, "noted", SPLIT_ABSENT, spec.root / spec.splits[split])
             continue
         splits[split] = fields
     dataset = Dataset(spec, splits, problems, extra_names)

@@ -3,19 +3,77 @@ into canonical boxes with every repair and skip counted."""
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import math
 import os
 import shutil
 from functools import lru_cache
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from wbc.errors import DatasetError, ProblemLog
 from wbc.schema import UNKNOWN_ORIGIN, Box, Dataset, DatasetSpec, Field
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 CLIP_TOLERANCE_PX = 0.5  # overshoot below this is rounding in the source, not an annotation error
+SPLIT_ABSENT = "split source absent (split left out)"  # the reason noted for a declared split whose folder, list or file is not there
+
+# PIL refuses images over 2 x MAX_IMAGE_PIXELS (about 179 megapixels) as possible decompression bombs; a lab's
+# stitched smear may be larger: WBC_MAX_IMAGE_PIXELS raises the limit.
+if os.environ.get("WBC_MAX_IMAGE_PIXELS"):
+    Image.MAX_IMAGE_PIXELS = int(os.environ["WBC_MAX_IMAGE_PIXELS"]) // 2
+
+
+def read_text(path: Path) -> str:
+    """The content of a text file in UTF-8 (a leading byte-order mark dropped). Every importer reads its
+    label files, lists, tables and yamls through this, so that a binary file or text in another
+    encoding stops with the file, line and byte named instead of a UnicodeDecodeError."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:  # missing, a folder where a file should be, no permission
+        raise DatasetError(path, f"cannot read: {e.strerror}") from None
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as e:
+        at = start + e.start
+        raise DatasetError(path, f"not UTF-8 text (byte 0x{data[at]:02x} at offset {at}): a binary file, or text in another encoding; "
+                                 f"save it as UTF-8", data[:at].count(b"\n") + 1) from None
+
+
+def read_table(path: Path, columns: list[str]) -> list[tuple[int, dict[str, str]]]:
+    """The rows of a CSV file with a header row, as (line, {column: cell}) for ``columns`` (all required;
+    other columns are ignored). Cells are the text as written; blank lines are skipped. Fatal: no
+    header, a required column missing or named twice, a row with more or fewer cells than the header."""
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    header, header_line, rows, line = None, None, [], 1
+    try:
+        for cells in reader:
+            start, line = line, reader.line_num + 1  # the row's first line; the next row's
+            if not cells or (len(cells) == 1 and not cells[0].strip()):
+                continue
+            if header is None:
+                header, header_line = cells, start
+                missing = [c for c in columns if c not in header]
+                if missing:
+                    raise DatasetError(path, f"missing column(s) {missing}; found {header}", start)
+                twice = [c for c in columns if header.count(c) > 1]
+                if twice:
+                    raise DatasetError(path, f"column(s) {twice} named more than once in the header", start)
+                index = {c: header.index(c) for c in columns}
+                continue
+            if len(cells) != len(header):
+                raise DatasetError(path, f"{len(cells)} cells, the header (line {header_line}) has {len(header)}; "
+                                         f"quote cells that hold a comma", start)
+            rows.append((start, {c: cells[i] for c, i in index.items()}))
+    except csv.Error as e:
+        raise DatasetError(path, f"malformed CSV: {e}", reader.line_num) from None
+    if header is None:
+        raise DatasetError(path, f"empty file; expected a header row naming the columns {columns}")
+    return rows
 
 
 def split_images(spec: DatasetSpec, split: str, image_dir_key: str | None = None) -> list[Path] | None:
@@ -31,7 +89,7 @@ def split_images(spec: DatasetSpec, split: str, image_dir_key: str | None = None
         return None
     image_dir = spec.source_path(image_dir_key, split) if image_dir_key else location.parent
     paths = []
-    for lineno, line in enumerate(location.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text(location).splitlines(), 1):
         entry = line.strip()
         if not entry:
             continue
@@ -63,6 +121,11 @@ def _decoded_size(path: str, size: int, mtime_ns: int) -> tuple[int, int] | str:
         with Image.open(path) as im:
             im.load()  # decodes the whole image: truncated files fail here, not in training
             return im.size
+    except Image.DecompressionBombError as e:
+        return (f"too large to decode safely ({e}); set WBC_MAX_IMAGE_PIXELS to a larger pixel count to allow it "
+                "(predict.py tiles large fields), or cut it into fields")
+    except (UnidentifiedImageError, ModuleNotFoundError):  # no decoder claims it (an optional plugin may be missing)
+        return "not an image (no image decoder recognises it)"
     except Exception as e:  # noqa: BLE001 -- whatever a decoder raises, the file is not a usable image
         return f"corrupt image ({type(e).__name__}: {e})"
 

@@ -18,11 +18,13 @@ from pycocotools.coco import COCO
 
 from wbc.errors import DatasetError, ProblemLog
 from wbc.formats.base import (
+    SPLIT_ABSENT,
     BoxSanitizer,
     encode_attributes,
     link_image,
     open_field,
     parse_number,
+    read_text,
     require_nonempty,
     split_images,
     write_dataset_yaml,
@@ -32,23 +34,72 @@ from wbc.schema import Box, Dataset, DatasetSpec, Field
 ANNOTATIONS_DEFAULT = "annotations/instances_{split}.json"
 
 
+COCO_LISTS = ("images", "annotations", "categories")
+_REQUIRED = {"images": ("id", "file_name"), "annotations": ("id", "image_id", "category_id", "bbox"), "categories": ("id", "name")}
+_SHAPE = "a COCO file is an object with 'images', 'annotations', 'categories'"
+
+
+def _json_type(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(type(value), "a number")
+
+
+def _check_entries(doc: dict, key: str, path: Path) -> dict[int, int]:
+    """{id: index} of the entries under ``key``. Fatal: an entry that is not an object, lacks a required
+    key, or has an id that is not an integer or that an earlier entry has (pycocotools indexes by id,
+    so a second entry would silently take the first one's place)."""
+    index = {}
+    for i, entry in enumerate(doc[key]):
+        where = f"{key}[{i}]"
+        if not isinstance(entry, dict):
+            raise DatasetError(path, f"{where} is {_json_type(entry)}; expected an object with {list(_REQUIRED[key])}")
+        for required in _REQUIRED[key]:
+            if required not in entry:
+                raise DatasetError(path, f"{where} lacks {required!r}")
+        ident = entry["id"]
+        if not isinstance(ident, int) or isinstance(ident, bool):
+            raise DatasetError(path, f"{where}: id must be an integer, got {ident!r}")
+        if ident in index:
+            raise DatasetError(path, f"{key}[{index[ident]}] and {where} both have id {ident}; ids in {key!r} must be unique")
+        index[ident] = i
+    return index
+
+
 def _load(path: Path) -> COCO:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise DatasetError(path, f"invalid JSON: {e.msg}", e.lineno) from None
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(doc.get(key), list):
-            raise DatasetError(path, f"COCO file needs a list under {key!r}")
-    image_ids = {im.get("id") for im in doc["images"]}
+    if not isinstance(doc, dict):
+        raise DatasetError(path, f"top level is {_json_type(doc)}; {_SHAPE}")
+    for key in COCO_LISTS:
+        if key not in doc:
+            raise DatasetError(path, f"no {key!r}; {_SHAPE}")
+        if not isinstance(doc[key], list):
+            raise DatasetError(path, f"{key!r} is {_json_type(doc[key])}; expected a list")
+    image_ids = _check_entries(doc, "images", path)
+    category_ids = _check_entries(doc, "categories", path)
+    _check_entries(doc, "annotations", path)
+    files = {}
+    for i, im in enumerate(doc["images"]):
+        name = im["file_name"]
+        if not isinstance(name, str) or not name:
+            raise DatasetError(path, f"images[{i}] (id {im['id']}): file_name must be a file name, got {name!r}")
+        if name in files:
+            raise DatasetError(path, f"images[{files[name]}] and images[{i}] both name the file {name!r}")
+        files[name] = i
     for i, ann in enumerate(doc["annotations"]):
-        for key in ("id", "image_id", "category_id", "bbox"):
-            if key not in ann:
-                raise DatasetError(path, f"annotations[{i}] lacks {key!r}")
-        if ann["image_id"] not in image_ids:
-            raise DatasetError(path, f"annotations[{i}] (id {ann['id']}) refers to image_id {ann['image_id']} that is not in 'images'")
+        where = f"annotations[{i}] (id {ann['id']})"
+        if not isinstance(ann["image_id"], int) or ann["image_id"] not in image_ids:
+            raise DatasetError(path, f"{where} refers to image_id {ann['image_id']!r} that is not in 'images'")
+        if not isinstance(ann["category_id"], int) or ann["category_id"] not in category_ids:
+            raise DatasetError(path, f"{where} refers to category_id {ann['category_id']!r} that is not in 'categories'")
         if not isinstance(ann["bbox"], list) or len(ann["bbox"]) != 4:
-            raise DatasetError(path, f"annotations[{i}] (id {ann['id']}): bbox must be [x, y, w, h], got {ann['bbox']!r}")
+            raise DatasetError(path, f"{where}: bbox must be [x, y, w, h], got {ann['bbox']!r}")
+        for key in ("attributes", "extra"):
+            if not isinstance(ann.get(key) or {}, dict):
+                raise DatasetError(path, f"{where}: {key!r} must be an object {{name: value}}, got {ann[key]!r}")
     coco = COCO()
     coco.dataset = doc
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -56,11 +107,14 @@ def _load(path: Path) -> COCO:
     return coco
 
 
-def _read_split(spec: DatasetSpec, split: str, extra_names: list[str], problems: ProblemLog) -> list[Field] | None:
+def _read_split(spec: DatasetSpec, split: str, extra_names: list[str], problems: ProblemLog) -> list[Field] | Path:
+    """The split's fields, or the path of its source (image folder or annotation file) that is absent."""
     ann_path = spec.source_path("annotations", split, ANNOTATIONS_DEFAULT)
     images_on_disk = split_images(spec, split)
-    if images_on_disk is None or not ann_path.is_file():
-        return None
+    if images_on_disk is None:
+        return spec.root / spec.splits[split]
+    if not ann_path.is_file():
+        return ann_path
     coco = _load(ann_path)
     image_dir = spec.root / spec.splits[split]
     categories = {c["id"]: c.get("name") for c in coco.dataset["categories"]}
@@ -83,9 +137,7 @@ def _read_split(spec: DatasetSpec, split: str, extra_names: list[str], problems:
         boxes = []
         for ann in coco.imgToAnns.get(img_id, []):
             where = f"annotation id {ann['id']}"
-            name = categories.get(ann["category_id"])
-            if name is None:
-                raise DatasetError(ann_path, f"{where}: category_id {ann['category_id']} is not in 'categories'")
+            name = categories[ann["category_id"]]
             cls = spec.class_id(name)
             if cls is None:
                 problems.add(split, "skipped", "unknown class name", ann_path, detail=f"{where}: {name!r}")
@@ -95,7 +147,8 @@ def _read_split(spec: DatasetSpec, split: str, extra_names: list[str], problems:
                 continue
             x, y, w, h = (parse_number(str(v), ann_path, None, f"{where} bbox") for v in ann["bbox"])
             codes = encode_attributes(spec, ann.get("attributes") or {}, name, ann_path, f"{where}: ")
-            extra = tuple(float((ann.get("extra") or {}).get(k, float("nan"))) for k in extra_names)
+            given = ann.get("extra") or {}
+            extra = tuple(parse_number(str(given[k]), ann_path, None, f"{where} extra {k}") if k in given else float("nan") for k in extra_names)
             boxes.append((Box(cls, (x, y, x + w, y + h), codes, extra), None))
         fields.append(Field(path, width, height, sanitize(boxes, width, height, f"{ann_path} [{info['file_name']}]"),
                             None if field_class is None else spec.class_id(field_class)))
@@ -111,8 +164,8 @@ def read(spec: DatasetSpec) -> Dataset:
     splits = {}
     for split in spec.splits:
         fields = _read_split(spec, split, extra_names, problems)
-        if fields is None:
-            problems.add(split, "noted", "split source absent (split left out)", spec.source_path("annotations", split, ANNOTATIONS_DEFAULT))
+        if isinstance(fields, Path):
+            problems.add(split, "noted", SPLIT_ABSENT, fields)
             continue
         splits[split] = fields
     dataset = Dataset(spec, splits, problems, tuple(extra_names))

@@ -65,7 +65,9 @@ def parse_merge(raw: dict, yaml_path: Path, names: list[str]) -> tuple[list[Part
         raise DatasetError(yaml_path, "label_sets: a mapping of name -> list of classes")
     label_sets = {}
     for name, members in sets.items():
-        unknown = [m for m in members or [] if m not in names]
+        if not isinstance(members, list):
+            raise DatasetError(yaml_path, f"label_sets: {name}: a list of classes expected, got {members!r}")
+        unknown = [m for m in members if m not in names]
         if unknown or not members or name in names:
             raise DatasetError(yaml_path, f"label_sets: {name}: needs a new name and classes from names (unknown: {unknown})")
         label_sets[str(name)] = [str(m) for m in members]
@@ -78,7 +80,10 @@ def parse_merge(raw: dict, yaml_path: Path, names: list[str]) -> tuple[list[Part
         where = f"parts[{i}]"
         if not isinstance(p, dict) or "data" not in p or set(p) - _PART_KEYS:
             raise DatasetError(yaml_path, f"{where}: keys {sorted(_PART_KEYS)} ('data' required), got {p!r}")
-        spec = load_spec(yaml_path.parent / p["data"])
+        for key in ("classes", "typed_by", "max_fields"):
+            if not isinstance(p.get(key) or {}, dict):
+                raise DatasetError(yaml_path, f"{where}: {key} must be a mapping, got {p[key]!r}")
+        spec = load_spec(yaml_path.parent / str(p["data"]), need=())  # the merge takes whichever splits a part has
         classes = {c: c for c in spec.names} if p.get("classes") is None else {str(k): (None if v is None else str(v)) for k, v in p["classes"].items()}
         for k, v in classes.items():
             if k not in spec.names or (v is not None and v not in targets):
@@ -91,7 +96,8 @@ def parse_merge(raw: dict, yaml_path: Path, names: list[str]) -> tuple[list[Part
         if p.get("typed_by"):
             attr, values = p["typed_by"].get("attribute"), p["typed_by"].get("classes") or {}
             declared = {a.name: a for a in spec.attributes}
-            if attr not in declared or any(v not in declared[attr].values or t not in targets for v, t in values.items()):
+            if attr not in declared or not isinstance(values, dict) or any(
+                    v not in declared[attr].values or t not in targets for v, t in values.items()):
                 raise DatasetError(yaml_path, f"{where}: typed_by names attribute {attr!r} and its values -> merged classes or label sets")
             typed_by = (attr, {str(k): str(v) for k, v in values.items()})
         for a in spec.attributes:
@@ -99,7 +105,10 @@ def parse_merge(raw: dict, yaml_path: Path, names: list[str]) -> tuple[list[Part
             if a.name in attributes and attributes[a.name]["values"] != decl["values"]:
                 raise DatasetError(yaml_path, f"{where}: attribute {a.name!r} has other values than in an earlier part")
             attributes.setdefault(a.name, decl)
-        parts.append(Part(spec, classes, typed_by, {str(k): int(v) for k, v in (p.get("max_fields") or {}).items()},
+        max_fields = {str(k): v for k, v in (p.get("max_fields") or {}).items()}
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in max_fields.values()):
+            raise DatasetError(yaml_path, f"{where}: max_fields: split -> a number of fields, got {p['max_fields']!r}")
+        parts.append(Part(spec, classes, typed_by, max_fields,
                           tuple(str(o) for o in p.get("exclude_origins") or ())))
     names.extend(label_sets)
     return parts, label_sets, list(attributes.values())

@@ -23,15 +23,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pandas as pd
-
 from wbc.errors import DatasetError, ProblemLog
 from wbc.formats.base import (
+    SPLIT_ABSENT,
     BoxSanitizer,
     encode_attributes,
     link_image,
     open_field,
     parse_number,
+    read_table,
+    read_text,
     require_nonempty,
     split_images,
     write_dataset_yaml,
@@ -41,13 +42,19 @@ from wbc.schema import Box, Dataset, DatasetSpec, Field
 
 def _parse_xml(path: Path) -> ET.Element:
     try:
-        return ET.parse(path).getroot()
+        return ET.fromstring(read_text(path))
     except ET.ParseError as e:
         raise DatasetError(path, f"malformed XML: {e.msg if hasattr(e, 'msg') else e}", e.position[0]) from None
 
 
-def _read_objects(spec: DatasetSpec, xml_path: Path, split: str, problems: ProblemLog) -> list[tuple[Box, None]]:
+def _read_objects(spec: DatasetSpec, xml_path: Path, field: Field, split: str, problems: ProblemLog) -> list[tuple[Box, None]]:
     root = _parse_xml(xml_path)
+    size = root.find("size")
+    if size is not None and size.findtext("width") is not None and size.findtext("height") is not None:
+        written = tuple(parse_number(size.findtext(k).strip(), xml_path, None, f"<size> {k}") for k in ("width", "height"))
+        if written != (field.width, field.height):  # boxes are read as written; the file's size is the one used
+            problems.add(split, "repaired", "image size in annotations differs from the file (file size used)", xml_path,
+                         detail=f"{written[0]:g}x{written[1]:g} vs {field.width}x{field.height}")
     boxes = []
     for i, obj in enumerate(root.iter("object")):
         name = (obj.findtext("name") or "").strip()
@@ -75,10 +82,14 @@ class ImageAttributeTable:
 
     def __init__(self, spec: DatasetSpec, config: dict):
         self.spec = spec
-        for key in ("csv", "image_column", "box_class", "columns"):
+        keys = ("csv", "image_column", "box_class", "columns")
+        if not isinstance(config, dict) or not isinstance(config.get("columns"), dict):
+            raise DatasetError(spec.yaml_path, f"source.image_attributes: a mapping with {list(keys)} ('columns': {{CSV column: attribute}}), "
+                                               f"got {config!r}")
+        for key in keys:
             if key not in config:
                 raise DatasetError(spec.yaml_path, f"source.image_attributes needs {key!r}")
-        self.path = spec.root / config["csv"]
+        self.path = spec.root / str(config["csv"])
         if not self.path.is_file():
             raise DatasetError(self.path, "image attribute table not found")
         self.box_class = spec.class_id(config["box_class"])
@@ -90,22 +101,18 @@ class ImageAttributeTable:
             if index is None:
                 raise DatasetError(spec.yaml_path, f"source.image_attributes.columns: {attr_name!r} is not a declared attribute")
             self.columns[column] = index
-        table = pd.read_csv(self.path, dtype=str, keep_default_na=False)
-        missing = [c for c in [config["image_column"], *self.columns] if c not in table.columns]
-        if missing:
-            raise DatasetError(self.path, f"missing column(s) {missing}; found {list(table.columns)}", 1)
-        fmt = config.get("image_format", "{}")
+        rows = read_table(self.path, [config["image_column"], *self.columns])
+        fmt = str(config.get("image_format", "{}"))
         self.rows: dict[str, tuple[int, dict]] = {}
-        for index in range(len(table)):
-            line = index + 2
-            key = table.at[index, config["image_column"]].strip()
+        for line, row in rows:
+            key = row[config["image_column"]].strip()
             try:
                 stem = fmt.format(int(key)) if "{:" in fmt else fmt.format(key)
-            except ValueError:
+            except (ValueError, KeyError, IndexError):
                 raise DatasetError(self.path, f"image id {key!r} does not fit image_format {fmt!r}", line) from None
             if stem in self.rows:
                 raise DatasetError(self.path, f"second row for image {stem!r} (first at line {self.rows[stem][0]})", line)
-            self.rows[stem] = (line, {c: table.at[index, c] for c in self.columns})
+            self.rows[stem] = (line, {c: row[c] for c in self.columns})
         self.used: set[str] = set()
 
     def apply(self, field: Field, split: str, problems: ProblemLog) -> None:
@@ -150,7 +157,7 @@ def read(spec: DatasetSpec) -> Dataset:
     for split in spec.splits:
         images = split_images(spec, split, "images")
         if images is None:
-            problems.add(split, "noted", "split source absent (split left out)", spec.root / spec.splits[split])
+            problems.add(split, "noted", SPLIT_ABSENT, spec.root / spec.splits[split])
             continue
         ann_dir = spec.source_path("annotations", split, "Annotations")
         sanitize = BoxSanitizer(problems, split)
@@ -164,7 +171,7 @@ def read(spec: DatasetSpec) -> Dataset:
                 problems.add(split, "noted", "image without labels (kept as background)", image)
                 fields.append(field)
                 continue
-            field.boxes = sanitize(_read_objects(spec, xml_path, split, problems), field.width, field.height, xml_path)
+            field.boxes = sanitize(_read_objects(spec, xml_path, field, split, problems), field.width, field.height, xml_path)
             if table is not None:
                 table.apply(field, split, problems)
             fields.append(field)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wbc.errors import DatasetError, ProblemLog
-from wbc.formats.base import BoxSanitizer, link_image, open_field, parse_class_id, parse_number, split_images
+from wbc.formats.base import BoxSanitizer, link_image, open_field, parse_class_id, parse_number, read_text, split_images
 from wbc.schema import Box, DatasetSpec, Field
 
 # parse_extra(tokens after the 5 box columns, path, line, class name) -> (attribute codes, extra numbers)
@@ -31,7 +31,7 @@ def read_rows(path: Path, ncols: int, spec: DatasetSpec, parse_extra: ExtraParse
     """Rows of one label file -> [(Box in normalised xyxy, line)]. Fatal: wrong column count,
     non-numbers, class id out of range."""
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
         tokens = line.split()
         if not tokens:
             continue

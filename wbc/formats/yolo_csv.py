@@ -23,7 +23,7 @@ import pandas as pd
 
 from wbc.errors import DatasetError, ProblemLog
 from wbc.formats import yolo
-from wbc.formats.base import require_nonempty, write_dataset_yaml
+from wbc.formats.base import SPLIT_ABSENT, read_table, require_nonempty, write_dataset_yaml
 from wbc.schema import Box, Dataset, DatasetSpec, Field
 
 FIELD_CLASS_MODES = (None, "filename_prefix")
@@ -70,17 +70,12 @@ def _attribute_box(spec: DatasetSpec, field: Field, split: str, problems: Proble
 def _read_attribute_csv(spec: DatasetSpec, split: str, csv_path: Path, fields: dict[str, Field],
                         targets: dict[str, Box | None], excluded: set[str], problems: ProblemLog) -> None:
     image_column = spec.source.get("image_column", "image")
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DatasetError(csv_path, f"unreadable CSV: {e}") from None
-    missing = [c for c in [image_column, *(a.name for a in spec.attributes)] if c not in table.columns]
-    if missing:
-        raise DatasetError(csv_path, f"missing column(s) {missing}; found {list(table.columns)}", 1)
+    rows = read_table(csv_path, [image_column, *(a.name for a in spec.attributes)])
+    if not rows:
+        problems.add(split, "noted", "attribute CSV has a header only (attributes unknown)", csv_path)
     seen = set()
-    for index in range(len(table)):
-        line = index + 2  # header is line 1
-        name = str(table.iat[index, table.columns.get_loc(image_column)]).strip()
+    for line, row in rows:
+        name = row[image_column].strip()
         if name in seen:
             problems.add(split, "skipped", "duplicate attribute row", csv_path, line, name)
             continue
@@ -97,7 +92,7 @@ def _read_attribute_csv(spec: DatasetSpec, split: str, csv_path: Path, fields: d
             continue
         codes = []
         for attr in spec.attributes:
-            token = table.iat[index, table.columns.get_loc(attr.name)]
+            token = row[attr.name]
             code = attr.encode(token)
             if code is None:
                 raise DatasetError(csv_path, f"attribute {attr.name!r} value {token!r} is not in the declared set {list(attr.values)}", line)
@@ -114,7 +109,7 @@ def read(spec: DatasetSpec) -> Dataset:
     for split in spec.splits:
         fields = yolo.read_split(spec, split, 5, None, problems)
         if fields is None:
-            problems.add(split, "noted", "split source absent (split left out)", spec.root / spec.splits[split])
+            problems.add(split, "noted", SPLIT_ABSENT, spec.root / spec.splits[split])
             continue
         kept, targets, excluded = [], {}, set()
         for field in fields:

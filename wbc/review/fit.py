@@ -71,7 +71,6 @@ def fit_review(train: SplitEvidence, val: SplitEvidence, names: list[str], type_
     """The review model and its report. ``names``: the detector's classes; ``type_classes``: those typed;
     ``k``: neighbours of the kNN score; ``shrinkage``: of the Mahalanobis covariance."""
     label_sets = label_sets or {}
-    all_wbc = max(label_sets, key=lambda k: len(label_sets[k])) if label_sets else None
     unknown = [s for s in ood if s not in SCORES]
     if unknown:
         raise ValueError(f"unknown OOD score(s) {unknown}: choose from {SCORES}")
@@ -223,9 +222,10 @@ def main(argv=None):
 
     from ultralytics.utils import TQDM
 
+    from wbc.arguments import FRACTION, POSITIVE_INT, RATE
     from wbc.canonical import prepare
     from wbc.inference import WBCAnalyzer, model_card
-    from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir
+    from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir, runs_root
     from wbc.review.gather import gather
     from wbc.review.model import review_path_for
 
@@ -234,12 +234,12 @@ def main(argv=None):
     p.add_argument("--data", default=str(REPO_ROOT / "data" / "wbc_multisource.yaml"),
                    help="dataset yaml whose train cells give the OOD statistics and whose val cells the temperatures and operating point")
     p.add_argument("--ood", nargs="+", default=list(DEFAULT_OOD), choices=SCORES, help="scores summed into the OOD score")
-    p.add_argument("--probability-share", type=float, default=DEFAULT_PROBABILITY_SHARE,
+    p.add_argument("--probability-share", type=FRACTION, default=DEFAULT_PROBABILITY_SHARE,
                    help="share of the review rate given to the type-probability test (the rest: the OOD score)")
-    p.add_argument("--k", type=int, default=DEFAULT_K, help="neighbours of the kNN score")
-    p.add_argument("--shrinkage", type=float, default=DEFAULT_SHRINKAGE, help="shrinkage of the Mahalanobis covariance")
-    p.add_argument("--review-rate", type=float, default=DEFAULT_REVIEW_RATE, help="share of val cells of known types to flag")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--k", type=POSITIVE_INT, default=DEFAULT_K, help="neighbours of the kNN score")
+    p.add_argument("--shrinkage", type=FRACTION, default=DEFAULT_SHRINKAGE, help="shrinkage of the Mahalanobis covariance")
+    p.add_argument("--review-rate", type=RATE, default=DEFAULT_REVIEW_RATE, help="share of val cells of known types to flag")
+    p.add_argument("--batch", type=POSITIVE_INT, default=16)
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     start = time.time()
@@ -253,7 +253,7 @@ def main(argv=None):
                 for s in ("train", "val")}
     model, result = fit_review(evidence["train"], evidence["val"], names, type_classes, canonical.spec.label_sets, args.ood,
                                args.review_rate, args.probability_share, args.k, args.shrinkage)
-    out = new_run_dir(args.name, REPO_ROOT / "runs" / "calibrate")
+    out = new_run_dir(args.name, runs_root() / "calibrate")
     result = write_report(out, {"weights": str(weights), "data": args.data, "cells": {s: len(e.cells) for s, e in evidence.items()},
                                 **result, "seconds": time.time() - start})
     model.save(review_path_for(weights))

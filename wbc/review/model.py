@@ -22,6 +22,7 @@ import torch
 from wbc.review.decision import DEFAULT_PROBABILITY_SHARE, DEFAULT_REVIEW_RATE, OperatingPoint, choose_operating_point
 from wbc.review.features import DEFAULT_LAYERS, logits_of
 from wbc.review.scores import Mahalanobis, NearestNeighbours, energy
+from wbc.weights import read_checkpoint
 
 SCORES = ("knn", "mahalanobis", "energy")
 
@@ -95,7 +96,7 @@ class ReviewModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "ReviewModel":
-        s = torch.load(path, map_location="cpu", weights_only=True)
+        s = read_checkpoint(path, "review model", ("knn", "mahalanobis"))
         s.setdefault("probability_share", DEFAULT_PROBABILITY_SHARE)
         knn, maha = s.pop("knn"), s.pop("mahalanobis")
         return cls(**{**s, "spread": {k: tuple(v) for k, v in s["spread"].items()},
