@@ -286,10 +286,11 @@ def test_ctrl_c_keeps_the_fields_done_and_marks_the_run_incomplete(field, tmp_pa
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(WBCAnalyzer, "__call__", interrupt_on_second_batch)
+    monkeypatch.setattr("wbc.analysis.SCALE_GROUP", 1)  # a chunk per field: the first is done when the second is cut
     code, line = cli(predict_module.main, ["--source", source, "--batch", 1, "--name", "cut", "--no-report"], capsys)
     out = runs / "predict" / "cut"
     assert (code, line) == (130, f"interrupted: stopped by Ctrl-C after 1 of 3 files; what was done is written to {out}, marked "
-                                 "incomplete (summary.json: \"complete\": false)")
+                                 "incomplete (summary.json: \"complete\": false); --resume continues it")
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["complete"], summary["images"], summary["files"]) == (False, 1, 3)
     assert [c["image"] for c in json.loads((out / "cells.json").read_text())] == ["f0.jpg"]
@@ -544,3 +545,10 @@ def test_test_py_weights_that_are_not_a_detector(synthetic, files, capsys):
     code, line = cli(evaluate_main, ["--data", synthetic("coco"), "--weights", files / "text.pt"], capsys)
     assert (code, line) == (2, f"error: --weights {files / 'text.pt'}: not a torch checkpoint (6 bytes that are not a .pt archive: "
                                "truncated, or another kind of file)")
+
+
+def test_runs_folder_that_is_a_file(field, runs, capsys):
+    runs.write_text("not a folder")
+    code, line = cli(predict_main, ["--source", field], capsys)
+    assert (code, line) == (2, f"error: {runs / 'predict' / 'exp'}: Not a directory (check the path, or set WBC_RUNS to a writable "
+                               "folder for the runs)")

@@ -11,7 +11,7 @@ import pytest
 
 from wbc.differential import UNIDENTIFIED, differential, differential_table
 from wbc.inference import Cell
-from wbc.predict import default_tile, model_cell_types
+from wbc.analysis import default_tile, model_cell_types
 
 
 def cell(cls, conf, box=(0, 0, 10, 10)):

@@ -248,3 +248,20 @@ def test_model_card_names_what_a_run_started_from():
     assert initial_weights({"model": str(REPO_ROOT / "weights" / "previous.pt"), "pretrained": True}) == "weights/previous.pt"  # a fine-tune
     assert initial_weights({"model": "models/yolov5n.yaml", "pretrained": "/w/yolov5nu.pt"}) == "/w/yolov5nu.pt"
     assert initial_weights({"model": "models/yolov5n.yaml", "pretrained": False}, None) == "none recorded: built from yolov5n.yaml"
+
+
+def test_trainer_state_survives_the_multi_gpu_launch_pickle():
+    """ultralytics' DDP launch pickles type(trainer) with cloudpickle and rebuilds the trainer from its args:
+    the joint head's config and the weights to transfer must travel with the class."""
+    import pickle
+
+    import cloudpickle
+
+    from wbc.attributes.head import HeadConfig
+    from wbc.attributes.joint import AttributeTrainer
+    from wbc.training import carrying
+
+    config = HeadConfig.from_yaml()
+    rebuilt = pickle.loads(cloudpickle.dumps(carrying(AttributeTrainer, head_config=config, attribute_weight=10.0, yolov5_source="v5.pt")))
+    assert issubclass(rebuilt, AttributeTrainer) and rebuilt.attribute_weight == 10.0 and rebuilt.yolov5_source == "v5.pt"
+    assert rebuilt.head_config == config

@@ -24,6 +24,12 @@ def run(main: Callable[[], int | None]) -> None:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:
+        if not e.filename:
+            raise
+        print(f"error: {e.filename}: {e.strerror or e} (check the path, or set WBC_RUNS to a writable folder for the runs)",
+              file=sys.stderr)
+        sys.exit(2)
     except Interrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         sys.exit(130)

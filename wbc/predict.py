@@ -9,7 +9,10 @@ conversion note, cells), ``differential.json`` and ``differential.md`` (per smea
 ``annotated/<image>.jpg``, ``report.html``, ``skipped.csv`` (files that could not be used, and why).
 Each field is first resized to the scale the model was trained on (``--pixel-size``, else estimated from
 its red cells; reported per field in ``cells.json``); a resized field with a side above 1.5 x ``--tile``
-pixels is then analysed in overlapping tiles (see :mod:`wbc.tiling`).
+pixels is then analysed in overlapping tiles (see :mod:`wbc.tiling`). A whole slide (pyramidal TIFF,
+SVS, NDPI) is read field by field in its monolayer (see :mod:`wbc.slide`). The files are analysed in
+chunks (:mod:`wbc.analysis`), in this process or on Dask workers (``--workers``, ``--scheduler``),
+each kept in ``parts/`` as it finishes: ``--resume`` continues an interrupted run.
 """
 
 from __future__ import annotations
@@ -17,79 +20,29 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
-import cv2
-import numpy as np
-
+from wbc.analysis import Analysis, ChunkResult, analyze_chunk, annotated_name, chunks_of, image_names
+from wbc.arguments import POSITIVE_INT
 from wbc.differential import differential, differential_table, review_bin, review_reason
-from wbc.arguments import check_overlap
+from wbc.distributed import map_chunks
 from wbc.errors import Interrupted, UsageError
-from wbc.inference import Cell, FieldScale, WBCAnalyzer, model_card
-from wbc.paths import new_run_dir, runs_root
+from wbc.inference import Cell, WBCAnalyzer
+from wbc.paths import new_run_dir, run_dir_of, runs_root
 from wbc.predict_options import PredictOptions
-from wbc.report_html import gallery_crops, write_report
-from wbc.sources import image_sources, load_image
-from wbc.rescale import SCALE_GROUP, resize, tile_needed
-from wbc.tiling import analyze_tiled
-
-
-def model_cell_types(weights: str | Path, names: list[str]) -> tuple[list[str], list[str]]:
-    """(WBC types, nucleated red cell types) among a model's classes: from the model card's JSON
-    (keys ``wbc_classes`` and ``nrbc_classes``), else (every class, none)."""
-    listed = model_card(weights)
-    wbc = [c for c in names if c in (listed.get("wbc_classes") or names)]
-    return wbc, [c for c in wbc if c in (listed.get("nrbc_classes") or [])]
-
-
-def default_tile(weights: str | Path, imgsz: int) -> int:
-    """Tile side for large images: the size of the fields the model was trained on (model card key
-    ``train_field_size``), so that a tile reaches the network at the training scale; else 1.5 × ``imgsz``."""
-    return int(model_card(weights).get("train_field_size") or round(1.5 * imgsz))
-
-
-def _scaled(analyzer: WBCAnalyzer, files):
-    """(path, loaded image, its FieldScale) for each file, read ``SCALE_GROUP`` at a time so that
-    the fields of a group share their scale estimate."""
-    group = []
-    for path in [*files, None]:
-        if path is not None:
-            group.append((path, load_image(path)))
-        if group and (path is None or len(group) == SCALE_GROUP):
-            readable = [loaded.image for _, loaded in group if loaded.image is not None]
-            scales = iter(analyzer.field_scales(readable))
-            yield from ((p, loaded, next(scales) if loaded.image is not None else None) for p, loaded in group)
-            group = []
-
-
-def image_names(files: list[Path]) -> dict[Path, str]:
-    """The name each file goes by in the run's outputs: its file name, or ``<folder>_<file name>`` where
-    two files of the run share a name."""
-    counts = Counter(p.name for p in files)
-    return {p: p.name if counts[p.name] == 1 else f"{p.parent.name}_{p.name}" for p in files}
-
-
-def annotated_name(name: str, names_of: dict[Path, str]) -> str:
-    """``annotated/`` file of an image: ``<stem>.jpg``, or ``<stem>_<suffix>.jpg`` where images of the run
-    share a stem (``good.jpg`` and ``good.png``), so that no annotated image overwrites another."""
-    stem, suffix = Path(name).stem, Path(name).suffix
-    shared = sum(1 for n in names_of.values() if Path(n).stem == stem) > 1
-    return f"{stem}_{suffix.lstrip('.')}.jpg" if shared else f"{stem}.jpg"
+from wbc.report_html import write_report
+from wbc.rescale import SCALE_GROUP
+from wbc.sources import image_sources
 
 
 def input_note(analyzer: WBCAnalyzer, asked: int | None) -> str:
     """One line on the network input size used, against the size the model was trained at."""
     rounded = f", {asked} rounded up to a multiple of the stride {analyzer.stride}" if asked and asked != analyzer.imgsz else ""
     return f"input size {analyzer.imgsz} px (the model was trained at {analyzer.train_imgsz} px{rounded})"
-
-
-def to_field(cells: list[Cell], scale: FieldScale) -> list[Cell]:
-    """Cells found on the resized field, in the original field's pixels."""
-    for c in cells:
-        c.box = tuple(v / scale.factor for v in c.box)
-    return cells
 
 
 def scale_note(notes: dict[str, dict], reference_px: float | None) -> str:
@@ -101,20 +54,6 @@ def scale_note(notes: dict[str, dict], reference_px: float | None) -> str:
     found = f"median red-cell diameter {diameters[len(diameters) // 2]:.0f} px" if diameters else "no red-cell estimate"
     return (f"Fields were resized to the model's training scale (red cells {reference_px:.0f} px): {found}, resize factor "
             f"{factors[0]:.2f}–{factors[-1]:.2f} (per field in cells.json).")
-
-
-def _round(x: float | None, digits: int) -> float | None:
-    return None if x is None else round(x, digits)
-
-
-def annotate(image: np.ndarray, cells: list[Cell], wbc: set[str], review_conf: float) -> np.ndarray:
-    from ultralytics.utils.plotting import Annotator, colors
-
-    annotator = Annotator(image.copy(), line_width=max(1, round(max(image.shape[:2]) / 400)))
-    for c in cells:
-        unsure = bool(review_reason(c, wbc, review_conf))
-        annotator.box_label(c.box, f"{c.class_name}{'?' if unsure else ''} {c.confidence:.2f}", (128, 128, 128) if unsure else colors(c.class_id, True))
-    return annotator.result()
 
 
 def cell_rows(image: str, cells: list[Cell], wbc: set[str], review_conf: float) -> list[dict]:
@@ -133,79 +72,61 @@ def cell_rows(image: str, cells: list[Cell], wbc: set[str], review_conf: float) 
     return rows
 
 
-def predict(source: str | Path, out: Path, options: PredictOptions | None = None, log=print, **changes) -> dict:
+def predict(source: str | Path, out: Path, options: PredictOptions | None = None, log=print, workers: int | None = None,
+            scheduler: str | None = None, resume: bool = False, **changes) -> dict:
     """Analyse every image of ``source`` and write the outputs to ``out``. Returns the run summary.
     ``options``: see :class:`~wbc.predict_options.PredictOptions` (default: its defaults); ``changes``
-    override its fields, e.g. ``predict(src, out, conf=0.3, head=False)``."""
+    override its fields, e.g. ``predict(src, out, conf=0.3, head=False)``. ``workers`` (> 1): that many
+    local worker processes; ``scheduler``: a Dask scheduler's address (:mod:`wbc.distributed`); the
+    outputs are the same either way. Each chunk is kept in ``out/parts/`` as it finishes; ``resume``
+    continues an interrupted run in ``out`` from them."""
     from ultralytics.utils import TQDM
-
-    from wbc.classify.cell_classifier import CellClassifier
 
     o = (options or PredictOptions()).replace(**changes)
     start = time.time()
     files = image_sources(source)
-    analyzer = WBCAnalyzer(o.weights, o.head, o.imgsz, o.conf, o.iou, o.device,
-                           cell_classifier=CellClassifier.from_yaml(o.cell_classifier, o.device) if o.cell_classifier else None,
-                           rescale=o.rescale, pixel_size=o.pixel_size, review=o.review, review_rate=o.review_rate)
-    names = list(analyzer.names.values())
-    card_wbc, card_nrbc = model_cell_types(o.weights, names)
-    wbc_list = o.wbc_classes or card_wbc
-    nrbc_list = [c for c in (card_nrbc if o.nrbc_classes is None else o.nrbc_classes) if c in wbc_list]
-    wbc = set(wbc_list)
-    review_conf, batch = o.review_conf, o.batch
-    tile = o.tile or default_tile(o.weights, analyzer.imgsz)
-    overlap = o.overlap if o.overlap is not None else tile // 3
-    check_overlap(tile, overlap)
-    out.mkdir(parents=True, exist_ok=True)
-    if o.annotated:
-        (out / "annotated").mkdir(exist_ok=True)
-    cells_by_image, rows_by_image, notes, skipped, crops, tiled = {}, {}, {}, {}, {}, []
-    pending: list[tuple[str, np.ndarray]] = []
-
-    def finish(name: str, image: np.ndarray, cells: list[Cell]) -> None:
-        cells_by_image[name] = cells
-        rows_by_image[name] = cell_rows(name, cells, wbc, review_conf)
-        if o.report:
-            crops[name] = gallery_crops(image, cells, wbc_list)
-        if o.annotated:
-            cv2.imwrite(str(out / "annotated" / annotated_name(name, names_of)), annotate(image, cells, wbc, review_conf))
-
-    def flush() -> None:
-        if pending:
-            for (name, image, work, scale), cells in zip(pending, analyzer([w for _, _, w, _ in pending], [1.0] * len(pending))):
-                finish(name, image, to_field(cells, scale))
-            pending.clear()
-
-    log(input_note(analyzer, o.imgsz))
     names_of = image_names(files)
+    chunks = chunks_of(files)
+    analysis = Analysis(o)  # in this process too: the options and the weights are checked before any worker starts
+    analyzer, wbc_list, nrbc_list = analysis.analyzer, analysis.wbc_list, analysis.nrbc_list
+    wbc, review_conf = set(wbc_list), o.review_conf
+    done = open_parts(out, o, [[str(p) for p in c] for c in chunks], resume)
+    all_names = list(names_of.values())
+
+    def keep(index: int, result: ChunkResult) -> None:
+        for name, r in result.images.items():
+            if r.annotated:
+                (out / "annotated" / f"{Path(annotated_name(name, all_names)).stem}{r.annotated_suffix}").write_bytes(r.annotated)
+        write_part(out, index, result)
+        done[index] = result
+
+    todo = [i for i in range(len(chunks)) if i not in done]
+    log(input_note(analyzer, o.imgsz))
+    if resume:
+        log(f"resuming {out}: {len(done)} of {len(chunks)} chunks done before")
     interrupted = False
     try:
-        for path, loaded, scale in _scaled(analyzer, TQDM(files, desc="images")):
-            name = names_of[path]
-            if loaded.image is None:
-                skipped[str(path)] = loaded.note
-                continue
-            work = resize(loaded.image, scale.factor)  # tiles and the letterbox see the field at the training scale
-            notes[name] = {"path": str(path), "width": loaded.image.shape[1], "height": loaded.image.shape[0], "note": loaded.note,
-                           "scale": scale.how, "rbc_diameter_px": _round(scale.rbc_diameter_px, 1),
-                           "pixel_size_um": _round(scale.pixel_size_um, 4), "scale_factor": round(scale.factor, 4)}
-            if tile_needed(*work.shape[:2], tile):
-                tiled.append(name)
-                finish(name, loaded.image, to_field(analyze_tiled(analyzer, work, tile, overlap, batch), scale))
-            else:
-                pending.append((name, loaded.image, work, scale))
-                if len(pending) == batch:
-                    flush()
-        flush()
+        if scheduler or (workers or 1) > 1:
+            threads = max(1, (os.cpu_count() or 1) // workers) if workers and not scheduler else None
+            tasks = [(i, (o.as_dict(), [str(p) for p in chunks[i]], {str(p): names_of[p] for p in chunks[i]}, threads)) for i in todo]
+            map_chunks(analyze_chunk, tasks, keep, workers, scheduler,
+                       progress=lambda it, n: TQDM(it, total=n, desc=f"chunks of up to {SCALE_GROUP} fields"))
+        else:
+            for i in TQDM(todo, desc=f"chunks of up to {SCALE_GROUP} fields"):
+                keep(i, analysis.chunk(chunks[i], names_of))
     except KeyboardInterrupt:  # keep what is done, marked incomplete
         interrupted = True
-        for name, *_ in pending:
-            notes.pop(name, None)
-    if interrupted and not cells_by_image:
-        raise Interrupted(f"stopped by Ctrl-C before the first field was done; nothing written to {out}")
-    if not cells_by_image:
+    results = [done[i] for i in sorted(done)]
+    images = {n: r for result in results for n, r in result.images.items()}
+    skipped = {k: v for result in results for k, v in result.skipped.items()}
+    if interrupted and not images:
+        raise Interrupted(f"stopped by Ctrl-C before the first chunk was done; nothing written to {out}")
+    if not images:
         raise UsageError(f"none of the {len(files)} files under {source} could be read: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
+    cells_by_image = {n: r.cells for n, r in images.items()}
+    notes = {n: r.note for n, r in images.items()}
+    rows_by_image = {n: cell_rows(n, r.cells, wbc, review_conf) for n, r in images.items()}
     diff = differential(cells_by_image, wbc_list, review_conf, nrbc_list)
     op = analyzer.operating_point
     diff["review"] = ({"model": str(analyzer.review_path), **op.as_dict()} if op else
@@ -225,16 +146,17 @@ def predict(source: str | Path, out: Path, options: PredictOptions | None = None
     with (out / "skipped.csv").open("w", newline="") as f:
         csv.writer(f).writerows([("file", "reason"), *skipped.items()])
     if o.report:
-        write_report(out / "report.html", f"WBC analysis: {Path(str(source)).name}", diff, cells_by_image, crops, wbc_list, skipped,
-                     scale_note(notes, analyzer.reference_rbc_px))
+        write_report(out / "report.html", f"WBC analysis: {Path(str(source)).name}", diff, cells_by_image,
+                     {n: r.crops for n, r in images.items()}, wbc_list, skipped, scale_note(notes, analyzer.reference_rbc_px))
     summary = {"images": len(cells_by_image), "skipped": len(skipped), "converted": sum(1 for v in notes.values() if v["note"]),
-               "tiled": len(tiled), "rescaled": sum(1 for v in notes.values() if v["scale_factor"] != 1),
+               "tiled": sum(1 for r in images.values() if r.tiled), "rescaled": sum(1 for v in notes.values() if v["scale_factor"] != 1),
                "scale": dict(Counter(v["scale"] for v in notes.values())), "pixel_size_um": o.pixel_size,
-               "train_rbc_diameter_px": analyzer.reference_rbc_px, "train_field_size": analyzer.field_size, "classes": names,
+               "train_rbc_diameter_px": analyzer.reference_rbc_px, "train_field_size": analyzer.field_size, "classes": analysis.names,
                "cells": len(rows), "wbc": diff["run"]["wbc"], "seconds": time.time() - start,
-               "complete": not interrupted, "files": len(files),
+               "complete": not interrupted and len(done) == len(chunks), "files": len(files), "chunks": len(chunks),
+               "workers": workers or 1, "scheduler": scheduler,
                "weights": str(o.weights), "head": str(analyzer.head_path) if analyzer.head else None, "imgsz": analyzer.imgsz,
-               "conf": o.conf, "review": diff["review"], "tile": tile, "overlap": overlap, "wbc_classes": wbc_list,
+               "conf": o.conf, "review": diff["review"], "tile": analysis.tile, "overlap": analysis.overlap, "wbc_classes": wbc_list,
                "nrbc_classes": nrbc_list}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log(differential_table(diff["run"]))
@@ -245,16 +167,50 @@ def predict(source: str | Path, out: Path, options: PredictOptions | None = None
         f"{summary['cells']} cells, {summary['wbc']} WBC in {summary['seconds']:.1f} s; written to {out}")
     if interrupted:
         raise Interrupted(f"stopped by Ctrl-C after {summary['images'] + summary['skipped']} of {len(files)} files; what was done "
-                          f"is written to {out}, marked incomplete (summary.json: \"complete\": false)")
+                          f"is written to {out}, marked incomplete (summary.json: \"complete\": false); --resume continues it")
     return summary
+
+
+def open_parts(out: Path, o: PredictOptions, chunks: list[list[str]], resume: bool) -> dict[int, ChunkResult]:
+    """The chunks already done in ``out/parts/`` (resume), else {} with the folder made; a resumed run
+    must have the same options and files, or its parts would mix two analyses."""
+    parts = out / "parts"
+    plan = {"options": o.as_dict(), "chunks": chunks}
+    if resume:
+        if not (parts / "plan.json").is_file():
+            raise UsageError(f"--resume: {out} holds no interrupted predict run (no {parts / 'plan.json'})")
+        if json.loads((parts / "plan.json").read_text()) != json.loads(json.dumps(plan)):
+            raise UsageError(f"--resume: {out} was started with other options or files; start a new --name instead")
+        return {int(p.stem): ChunkResult.from_json(json.loads(p.read_text())) for p in sorted(parts.glob("[0-9]*.json"))}
+    out.mkdir(parents=True, exist_ok=True)
+    if parts.is_dir():
+        shutil.rmtree(parts)  # --exist-ok: a new analysis replaces the old one's parts
+    parts.mkdir()
+    (out / "annotated").mkdir(exist_ok=True)
+    (parts / "plan.json").write_text(json.dumps(plan))
+    return {}
+
+
+def write_part(out: Path, index: int, result: ChunkResult) -> None:
+    """One finished chunk, written whole or not at all (a rename), so that a resumed run never reads half a part."""
+    path = out / "parts" / f"{index:05d}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.to_json()))
+    os.replace(tmp, path)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", required=True, help="an image, a folder, a glob, or a text file of image paths (relative to its folder)")
     PredictOptions.add_arguments(p)
+    p.add_argument("--workers", type=POSITIVE_INT, default=1, help="worker processes on this machine (Dask LocalCluster); 1: this "
+                   "process alone")
+    p.add_argument("--scheduler", help="address of a Dask scheduler (e.g. tcp://10.0.0.5:8786) whose workers analyse the chunks; "
+                   "they need this project and the files at the same paths")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run runs/predict/<name> from its finished chunks")
     args = p.parse_args(argv)
     options = PredictOptions.from_args(args)
-    predict(args.source, new_run_dir(args.name, runs_root() / "predict", args.exist_ok), options)
+    out = run_dir_of(args.name, runs_root() / "predict") if args.resume else new_run_dir(args.name, runs_root() / "predict", args.exist_ok)
+    predict(args.source, out, options, workers=args.workers, scheduler=args.scheduler, resume=args.resume)

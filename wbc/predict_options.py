@@ -52,6 +52,8 @@ class PredictOptions:
                               "tiled (default: the training fields' size from the model card, else 1.5 x the input size)", rule=TILE)
     overlap: int | None = option(None, "tile overlap in pixels, larger than a cell, at most half the tile (default: a third of "
                                  "--tile)", rule=NON_NEGATIVE_INT)
+    slide_wbc: int = option(200, "whole slides (pyramidal TIFF, SVS, NDPI): stop after this many WBCs are counted in the "
+                            "monolayer, as a manual differential does (0: every monolayer field)", rule=NON_NEGATIVE_INT)
     cell_classifier: str | Path | None = option(None, "yaml naming detector classes and a crop classifier to call on them")
     batch: int = option(8, "fields per network call", rule=POSITIVE_INT)
     device: str = option("cpu", "cpu, 0 or cuda:0")

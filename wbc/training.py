@@ -182,17 +182,24 @@ def run_phase(phase: int, data_yaml: Path, init: str, run_dir: Path, epochs: int
             raise UsageError("joint attribute training on a merged dataset is not supported: train the head frozen afterwards")
         from wbc.attributes.joint import AttributeTrainer
 
-        trainer = AttributeTrainer(overrides=overrides)
-        trainer.head_config, trainer.attribute_weight = joint_head, float(own.get("attribute", 1.0))
+        trainer = carrying(AttributeTrainer, head_config=joint_head, attribute_weight=float(own.get("attribute", 1.0)),
+                           yolov5_source=source)(overrides=overrides)
     else:
-        trainer = (MultiSourceTrainer if multisource else WBCDetectionTrainer)(overrides=overrides)
-    trainer.yolov5_source = source
+        trainer = carrying(MultiSourceTrainer if multisource else WBCDetectionTrainer, yolov5_source=source)(overrides=overrides)
     for event, fn in (callbacks or {}).items():
         trainer.add_callback(event, fn)
     start = time.time()
     trainer.train()
     metrics = {k: float(v) for k, v in (trainer.metrics or {}).items()}
     return PhaseResult(phase, Path(trainer.save_dir), trainer.epochs, time.time() - start, metrics, trainer.transferred)
+
+
+def carrying(cls: type, **state) -> type:
+    """A subclass of ``cls`` holding ``state`` as class attributes. ultralytics' multi-GPU launch
+    (``utils/dist.py``) pickles the trainer's *class* with cloudpickle and rebuilds the trainer in each
+    GPU process from its args alone: state set on the instance (the joint head's config, an original
+    YOLOv5 checkpoint to transfer) would not reach them; a class made here is pickled by value, with it."""
+    return type(f"{cls.__name__}With", (cls,), {**state, "__module__": __name__, "__qualname__": f"{cls.__name__}With"})
 
 
 def infer_config_for(yolov5_checkpoint: str) -> str:
