@@ -146,13 +146,19 @@ def test_empty_split(raw, tmp_path):
     fatal(y, tmp_path, "split 'val' has no usable images")
 
 
-def test_duplicate_rows_in_the_image_attribute_table(tmp_path):
+def bccd_table_error(tmp_path, table: str) -> tuple:
+    """(root, the DatasetError) of a BCCD-layout dataset whose labels.csv holds ``table``."""
     root = tmp_path / "bccd"
     (root / "Annotations").mkdir(parents=True)
-    (root / "labels.csv").write_text(",Image,Category\n,0,NEUTROPHIL\n,0,EOSINOPHIL\n")
+    (root / "labels.csv").write_text(table)
     with pytest.raises(DatasetError) as e:
         prepare("data/bccd.yaml", root=root, cache=tmp_path / "cache")
-    assert f"{root / 'labels.csv'}:3" in str(e.value) and "second row for image 'BloodImage_00000'" in str(e.value)
+    return root, e.value
+
+
+def test_duplicate_rows_in_the_image_attribute_table(tmp_path):
+    root, e = bccd_table_error(tmp_path, ",Image,Category\n,0,NEUTROPHIL\n,0,EOSINOPHIL\n")
+    assert f"{root / 'labels.csv'}:3" in str(e) and "second row for image 'BloodImage_00000'" in str(e)
 
 
 # ---- recoverable: skipped or repaired, counted with the reason ------------------------------
@@ -451,12 +457,8 @@ def test_attribute_csv_naming_a_column_twice(raw, tmp_path):
 
 
 def test_empty_image_attribute_table(tmp_path):
-    root = tmp_path / "bccd"
-    (root / "Annotations").mkdir(parents=True)
-    (root / "labels.csv").write_text("")
-    with pytest.raises(DatasetError) as e:
-        prepare("data/bccd.yaml", root=root, cache=tmp_path / "cache")
-    assert str(e.value) == f"{root / 'labels.csv'}: empty file; expected a header row naming the columns ['Image', 'Category']"
+    root, e = bccd_table_error(tmp_path, "")
+    assert str(e) == f"{root / 'labels.csv'}: empty file; expected a header row naming the columns ['Image', 'Category']"
 
 
 # ---- the dataset yaml and its root -----------------------------------------------------------------

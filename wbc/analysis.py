@@ -14,6 +14,7 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -132,17 +133,22 @@ class Analysis:
         self.overlap = o.overlap if o.overlap is not None else self.tile // 3
         check_overlap(self.tile, self.overlap)
 
-    def chunk(self, paths: list[Path], names: dict[Path, str]) -> ChunkResult:
-        """Analyse ``paths`` (a chunk of :func:`chunks_of`); ``names``: each file's name in the run."""
+    def chunk(self, paths: list[Path], names: dict[Path, str], done: Callable[[int], None] = lambda n: None) -> ChunkResult:
+        """Analyse ``paths`` (a chunk of :func:`chunks_of`); ``names``: each file's name in the run;
+        ``done(n)``: called as each n files are finished (a progress bar)."""
         if len(paths) == 1 and is_slide(paths[0]):
-            return ChunkResult({names[paths[0]]: self._slide(paths[0])})
+            result = ChunkResult({names[paths[0]]: self._slide(paths[0])})
+            done(1)
+            return result
         result, pending = ChunkResult(), []
+        self._done = done
         loaded = [(p, load_image(p)) for p in paths]
         readable = [im.image for _, im in loaded if im.image is not None]
         scales = iter(self.analyzer.field_scales(readable))
         for path, im in loaded:
             if im.image is None:
                 result.skipped[str(path)] = im.note
+                done(1)
                 continue
             scale = next(scales)
             work = resize(im.image, scale.factor)  # tiles and the letterbox see the field at the training scale
@@ -152,6 +158,7 @@ class Analysis:
             if tile_needed(*work.shape[:2], self.tile):
                 cells = analyze_tiled(self.analyzer, work, self.tile, self.overlap, self.o.batch)
                 result.images[names[path]] = self._finish(im.image, to_field(cells, scale), note, tiled=True)
+                done(1)
             else:
                 pending.append((names[path], im.image, work, scale, note))
                 if len(pending) == self.o.batch:
@@ -163,6 +170,7 @@ class Analysis:
         if pending:
             for (name, image, _, scale, note), cells in zip(pending, self.analyzer([w for _, _, w, _, _ in pending], [1.0] * len(pending))):
                 result.images[name] = self._finish(image, to_field(cells, scale), note)
+            self._done(len(pending))
             pending.clear()
 
     def _finish(self, image: np.ndarray, cells: list[Cell], note: dict, tiled: bool = False) -> ImageResult:

@@ -112,8 +112,10 @@ def predict(source: str | Path, out: Path, options: PredictOptions | None = None
             map_chunks(analyze_chunk, tasks, keep, workers, scheduler,
                        progress=lambda it, n: TQDM(it, total=n, desc=f"chunks of up to {SCALE_GROUP} fields"))
         else:
-            for i in TQDM(todo, desc=f"chunks of up to {SCALE_GROUP} fields"):
-                keep(i, analysis.chunk(chunks[i], names_of))
+            bar = TQDM(total=sum(len(chunks[i]) for i in todo), desc="files")
+            for i in todo:
+                keep(i, analysis.chunk(chunks[i], names_of, bar.update))
+            bar.close()
     except KeyboardInterrupt:  # keep what is done, marked incomplete
         interrupted = True
     results = [done[i] for i in sorted(done)]
