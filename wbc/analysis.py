@@ -141,7 +141,6 @@ class Analysis:
             done(1)
             return result
         result, pending = ChunkResult(), []
-        self._done = done
         loaded = [(p, load_image(p)) for p in paths]
         readable = [im.image for _, im in loaded if im.image is not None]
         scales = iter(self.analyzer.field_scales(readable))
@@ -162,15 +161,15 @@ class Analysis:
             else:
                 pending.append((names[path], im.image, work, scale, note))
                 if len(pending) == self.o.batch:
-                    self._flush(pending, result)
-        self._flush(pending, result)
+                    self._flush(pending, result, done)
+        self._flush(pending, result, done)
         return result
 
-    def _flush(self, pending: list, result: ChunkResult) -> None:
+    def _flush(self, pending: list, result: ChunkResult, done: Callable[[int], None]) -> None:
         if pending:
             for (name, image, _, scale, note), cells in zip(pending, self.analyzer([w for _, _, w, _, _ in pending], [1.0] * len(pending))):
                 result.images[name] = self._finish(image, to_field(cells, scale), note)
-            self._done(len(pending))
+            done(len(pending))
             pending.clear()
 
     def _finish(self, image: np.ndarray, cells: list[Cell], note: dict, tiled: bool = False) -> ImageResult:
