@@ -235,6 +235,12 @@ def test_model_card_reports_detection_fields_and_attributes(trained, tmp_path):
     main(["--weights", str(tmp_path / "model.pt"), "--data", data, "--out", str(tmp_path / "model"), "--command", "python train.py ...",
           "--head", str(tmp_path / "model.attributes.pt"), "--head-command", "frozen detector, 12 epochs"])
     assert (tmp_path / "model.md").read_text() == card
+    # a hand-written section (e.g. leave-one-source-out) goes before Limits, so the card regenerates whole
+    (tmp_path / "loso.md").write_text("| left out | AP50 |\n|---|---|\n| BCCD | 0.9 |\n")
+    main(["--weights", str(tmp_path / "model.pt"), "--data", data, "--out", str(tmp_path / "model"), "--command", "python train.py ...",
+          "--section", "Leave-one-source-out", str(tmp_path / "loso.md")])
+    again = (tmp_path / "model.md").read_text()
+    assert again.index("## Leave-one-source-out\n\n| left out | AP50 |") < again.index("## Limits")
 
 
 def test_cached_features_are_the_frozen_detectors_own(trained):

@@ -44,7 +44,18 @@ def evaluate(weights: Path, canonical, split: str, imgsz: int, batch: int = 16, 
 def run_summary(run: Path) -> dict:
     args = yaml.safe_load((run / "args.yaml").read_text())
     rows = list(csv.DictReader((run / "results.csv").open()))
-    return {"epochs": len(rows), "train_seconds": float(rows[-1]["time"]), "args": args, "run": run}
+    best = run / "weights" / "best.pt"
+    return {"epochs": len(rows), "train_seconds": float(rows[-1]["time"]), "args": args, "run": run,
+            "architecture": architecture_of(best) if best.is_file() else None}
+
+
+def architecture_of(weights: Path) -> str | None:
+    """The model config an ultralytics checkpoint was built from (``yolov5n``), not the file it was fine-tuned from."""
+    from ultralytics.nn.tasks import torch_safe_load
+
+    ckpt, _ = torch_safe_load(weights, safe_only=True)
+    model = ckpt.get("ema") or ckpt.get("model")
+    return Path(model.yaml.get("yaml_file", "")).stem if model is not None else None
 
 
 def checkpoint_summary(weights: Path) -> dict:
@@ -55,9 +66,8 @@ def checkpoint_summary(weights: Path) -> dict:
     results = ckpt.get("train_results") or {}
     if not ckpt.get("train_args") or not results.get("epoch"):
         raise ValueError(f"{weights}: the checkpoint carries no training arguments and results; pass --run")
-    model = ckpt.get("ema") or ckpt.get("model")
     return {"epochs": len(results["epoch"]), "train_seconds": float(results["time"][-1]), "args": ckpt["train_args"],
-            "architecture": Path(model.yaml.get("yaml_file", "")).stem if model is not None else None,
+            "architecture": architecture_of(weights),
             "run": weights.parent.parent if weights.parent.name == "weights" else None}  # runs/train/<name>/phaseN/weights/best.pt
 
 
@@ -106,7 +116,8 @@ def per_origin_section(metrics: dict) -> str:
 def write_card(out: Path, data: str, command: str, result: dict, summary: dict, machine: str, head_note: str = "",
                wbc_classes: list[str] | None = None, history: str = "", nrbc_classes: list[str] | None = None,
                train_field_size: int | None = None, train_rbc_diameter_px: float | None = None,
-               evaluations: dict[str, dict] | None = None, limits: str | None = None, train_data: str | None = None) -> None:
+               evaluations: dict[str, dict] | None = None, limits: str | None = None, train_data: str | None = None,
+               sections: dict[str, str] | None = None) -> None:
     weights = out.with_suffix(".pt")
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     a = summary["args"]
@@ -150,6 +161,8 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
         lines += [f"| {c} | {r:.3f} | {', '.join(f'{k} {v}' for k, v in fa['confusion'][c].items())} |" for c, r in fa["recall_per_class"].items()]
     for title, metrics in (evaluations or {}).items():
         lines += ["", f"## {title}", "", per_origin_section(metrics)]
+    for title, text in (sections or {}).items():
+        lines += ["", f"## {title}", "", text.strip()]
     lines += ["", "## Limits", "", limits or (
               "Trained on PBC fields (CellaVision DM96, one centred WBC per field, 360×363 px): expect lower accuracy on other "
               "scanners, stains and magnifications, and on fields with several or overlapping WBCs. Not a medical device.")]
@@ -178,6 +191,8 @@ def main(argv=None):
     p.add_argument("--history", default="", help="how the initial weights were made, for a fine-tuned model's card")
     p.add_argument("--evaluation", nargs=2, action="append", default=[], metavar=("TITLE", "METRICS_JSON"),
                    help="a section of per-origin AP from a test.py or benchmarks/predict_by_origin.py metrics.json (repeatable)")
+    p.add_argument("--section", nargs=2, action="append", default=[], metavar=("TITLE", "MARKDOWN_FILE"),
+                   help="a section written by hand (e.g. leave-one-source-out results), placed before Limits (repeatable)")
     p.add_argument("--train-data", help="the dataset yaml the model was trained on, when not --data (e.g. a merged one)")
     p.add_argument("--limits", help="the card's Limits paragraph (default: the PBC-only text)")
     args = p.parse_args(argv)
@@ -206,7 +221,8 @@ def main(argv=None):
     field_size = int(train[["width", "height"]].max(axis=1).median()) if len(train) else None
     write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command, canonical.spec.wbc_classes, args.history,
                canonical.spec.nrbc_classes, field_size, rbc_diameter,
-               {title: json.loads(Path(path).read_text()) for title, path in args.evaluation}, args.limits, args.train_data)
+               {title: json.loads(Path(path).read_text()) for title, path in args.evaluation}, args.limits, args.train_data,
+               {title: Path(path).read_text() for title, path in args.section})
     print(args.out.with_suffix(".md").read_text())
 
 
