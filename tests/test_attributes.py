@@ -1,5 +1,7 @@
 """The attribute head on generated fields whose attributes change what is visible."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -241,6 +243,20 @@ def test_model_card_reports_detection_fields_and_attributes(trained, tmp_path):
           "--section", "Leave-one-source-out", str(tmp_path / "loso.md")])
     again = (tmp_path / "model.md").read_text()
     assert again.index("## Leave-one-source-out\n\n| left out | AP50 |") < again.index("## Limits")
+
+
+def test_card_of_a_fine_tuning_run_names_the_architecture_not_the_initial_weights(trained, tmp_path):
+    from wbc.model_card import checkpoint_summary, run_summary
+
+    _, weights, _ = trained
+    run = tmp_path / "phase2"
+    (run / "weights").mkdir(parents=True)
+    shutil.copy(weights, run / "weights" / "best.pt")
+    (run / "args.yaml").write_text("model: weights/wbc_pbc_yolov5n_352.pt\nimgsz: 64\n")
+    (run / "results.csv").write_text("epoch,time\n1,12.5\n")
+    summary = run_summary(run)
+    assert summary["architecture"] == checkpoint_summary(weights)["architecture"]
+    assert summary["architecture"] not in (None, "", "wbc_pbc_yolov5n_352")
 
 
 def test_cached_features_are_the_frozen_detectors_own(trained):

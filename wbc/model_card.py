@@ -46,28 +46,29 @@ def run_summary(run: Path) -> dict:
     rows = list(csv.DictReader((run / "results.csv").open()))
     best = run / "weights" / "best.pt"
     return {"epochs": len(rows), "train_seconds": float(rows[-1]["time"]), "args": args, "run": run,
-            "architecture": architecture_of(best) if best.is_file() else None}
+            "architecture": architecture_of(_load(best)) if best.is_file() else None}
 
 
-def architecture_of(weights: Path) -> str | None:
-    """The model config an ultralytics checkpoint was built from (``yolov5n``), not the file it was fine-tuned from."""
+def _load(weights: Path) -> dict:
     from ultralytics.nn.tasks import torch_safe_load
 
-    ckpt, _ = torch_safe_load(weights, safe_only=True)
+    return torch_safe_load(weights, safe_only=True)[0]
+
+
+def architecture_of(ckpt: dict) -> str | None:
+    """The model config an ultralytics checkpoint was built from (``yolov5n``), not the file it was fine-tuned from."""
     model = ckpt.get("ema") or ckpt.get("model")
     return Path(model.yaml.get("yaml_file", "")).stem if model is not None else None
 
 
 def checkpoint_summary(weights: Path) -> dict:
     """The same summary from the training arguments and results an ultralytics checkpoint carries."""
-    from ultralytics.nn.tasks import torch_safe_load
-
-    ckpt, _ = torch_safe_load(weights, safe_only=True)
+    ckpt = _load(weights)
     results = ckpt.get("train_results") or {}
     if not ckpt.get("train_args") or not results.get("epoch"):
         raise ValueError(f"{weights}: the checkpoint carries no training arguments and results; pass --run")
     return {"epochs": len(results["epoch"]), "train_seconds": float(results["time"][-1]), "args": ckpt["train_args"],
-            "architecture": architecture_of(weights),
+            "architecture": architecture_of(ckpt),
             "run": weights.parent.parent if weights.parent.name == "weights" else None}  # runs/train/<name>/phaseN/weights/best.pt
 
 
