@@ -47,6 +47,22 @@ def test_cell_types_and_tile_size_come_from_the_model_card(tmp_path):
     assert model_cell_types(weights, names) == (["ERB", "LY"], ["ERB"]) and default_tile(weights, 256) == 363
 
 
+
+def test_a_training_runs_checkpoint_takes_its_scale_from_the_run(tmp_path):
+    """best.pt of a run that train.py rescaled fields for, before any model card: the run's scale
+    record gives the scale inference must bring fields to. A card beside the weights wins."""
+    from wbc.inference import model_card
+
+    phase = tmp_path / "run" / "phase2"
+    (phase / "weights").mkdir(parents=True)
+    weights = phase / "weights" / "best.pt"
+    assert model_card(weights) == {}
+    (phase / "scale.json").write_text(json.dumps({"reference_origin": "PBC", "train_rbc_diameter_px": 72.5, "field_size": 363}))
+    assert model_card(weights) == {"train_rbc_diameter_px": 72.5, "train_field_size": 363}
+    assert model_card(tmp_path / "elsewhere.pt") == {}
+    weights.with_suffix(".json").write_text(json.dumps({"train_rbc_diameter_px": 70.0}))
+    assert model_card(weights) == {"train_rbc_diameter_px": 70.0}
+
 class BlobDetector:
     """Stands in for the detector in the tiling test: every dark disc in a tile is a cell, including
     the part of a disc that a tile edge cuts, which is the case tiling must handle."""

@@ -53,9 +53,19 @@ class Cell:
 
 
 def model_card(weights: str | Path) -> dict:
-    """The model card's JSON beside the weights (``<stem>.json``, written by wbc.model_card), or {}."""
-    card = Path(weights).with_suffix(".json")
-    return json.loads(card.read_text()) if card.is_file() else {}
+    """The model card's JSON beside the weights (``<stem>.json``, written by wbc.model_card). Without
+    one, a checkpoint of a training run (``<phase dir>/weights/best.pt``) gets the training scale of
+    its run's scale record (``<phase dir>/scale.json``), so that it sees fields at the scale it was
+    trained at before it is carded; otherwise {}."""
+    weights = Path(weights)
+    card = weights.with_suffix(".json")
+    if card.is_file():
+        return json.loads(card.read_text())
+    record = weights.parent.parent / "scale.json"
+    if weights.parent.name == "weights" and record.is_file():
+        scale = json.loads(record.read_text())
+        return {"train_rbc_diameter_px": scale.get("train_rbc_diameter_px"), "train_field_size": scale.get("field_size")}
+    return {}
 
 
 @dataclass
