@@ -2,6 +2,8 @@
 
 import shutil
 
+import cv2
+
 import numpy as np
 import pytest
 import torch
@@ -301,3 +303,44 @@ def test_augmented_training_runs_the_detector_on_turned_fields(trained, tmp_path
     assert [f.view for f in seen] == [None]  # train: a random view per item; val stays cached
     assert isinstance(seen[0], AttributeFields) and len(result["history"]) == 2
     assert 0 < result["best_mean_accuracy"] <= 1 and (result["save_dir"] / "head.pt").is_file()
+
+
+def test_type_fields_code_each_box_by_its_class_and_mask_the_rest(synthetic):
+    """A type head's targets: the class among the given types. Red cells, platelets and classes
+    outside the list carry no code and are left out, as is a field with no typed box."""
+    from wbc.attributes.data import CELL_TYPE, AttributeFields
+    from wbc.canonical import prepare
+
+    canonical = prepare(synthetic("coco"))
+    table = canonical.attributes()
+    typed = table[(table["split"] == "train") & table["class"].isin(["MO", "LY"])]
+    fields = AttributeFields(canonical, "train", 128, types=["MO", "LY"])
+    assert fields.attributes == [CELL_TYPE]
+    assert [name for name, _, _ in fields.items] == sorted(set(typed["image"]))
+    for name, boxes, codes in fields.items:
+        rows = typed[typed["image"] == name]
+        assert codes.shape == (len(rows), 1) and len(boxes) == len(rows)
+        assert list(codes[:, 0]) == [["MO", "LY"].index(c) for c in rows["class"]]
+
+
+def test_a_type_head_trains_and_the_analyzer_reports_each_cells_type(trained, tmp_path):
+    from wbc.attributes.data import CELL_TYPE
+    from wbc.attributes.head import AttributeHead
+    from wbc.attributes.train import train_head
+    from wbc.canonical import prepare
+    from wbc.inference import WBCAnalyzer
+
+    data, detector, _ = trained
+    config = tmp_path / "head.yaml"
+    config.write_text("layers: [2, 4]\n")
+    result = train_head(str(detector), data, epochs=12, batch=8, imgsz=96, name="types", config=str(config), project=tmp_path,
+                        workers=0, lr=3e-3, jitter=0.03, types=True)
+    head = AttributeHead.load(result["save_dir"] / "head.pt")
+    wbc = prepare(data).spec.wbc_classes
+    assert head.config.attributes == [{"name": CELL_TYPE, "values": wbc}] and head.config.classes == wbc
+    assert result["best_mean_accuracy"] > 1 / len(wbc)  # better than chance on cells whose class changes what is drawn
+    analyzer = WBCAnalyzer(str(detector), result["save_dir"] / "head.pt", 96, conf=0.001, rescale=False)  # a 2-epoch detector: low scores
+    canonical = prepare(data)
+    images = [cv2.imread(str(p)) for p in sorted((canonical.root / "images" / "val").iterdir())[:4]]
+    typed = [c for cells in analyzer(images) for c in cells if c.class_name in wbc]
+    assert typed and all(c.attributes[CELL_TYPE][0] in wbc for c in typed)

@@ -9,6 +9,8 @@ from torch.utils.data import Dataset
 
 from wbc.canonical import CanonicalDataset
 
+CELL_TYPE = "cell_type"  # the one attribute of a type head: the WBC type of the box
+
 
 def letterbox(image: np.ndarray, imgsz: int, stride: int | None = None, gain: float | None = None) -> tuple[np.ndarray, float, tuple[int, int]]:
     """BGR image -> ``imgsz`` letterbox (grey 114 padding, centred), its gain and (pad_x, pad_y): square,
@@ -50,16 +52,24 @@ class AttributeFields(Dataset):
     Returns (letterboxed BGR image, boxes (k, 4) xyxy in letterbox pixels, codes (k, A) int64).
     ``view``: one of the 8 rotations / reflections of the square field (:func:`dihedral`; 0 = as is),
     or None for a random one per item (augmentation). A turned field shows the same cells to the
-    detector as new data: its features are not the turned features of the original."""
+    detector as new data: its features are not the turned features of the original.
 
-    def __init__(self, canonical: CanonicalDataset, split: str, imgsz: int, view: int | None = 0):
+    ``types``: instead of the dataset's attributes, one attribute :data:`CELL_TYPE` whose code is the
+    box's class among ``types`` (a type head); boxes of other classes, and of label sets such as a
+    WBC of unknown type, carry no code (masked)."""
+
+    def __init__(self, canonical: CanonicalDataset, split: str, imgsz: int, view: int | None = 0, types: list[str] | None = None):
         spec = canonical.spec
-        self.attributes = [a.name for a in spec.used_attributes]
         table = canonical.attributes()
         table = table[(table["split"] == split)]
+        if types:
+            self.attributes = [CELL_TYPE]
+            table = table.assign(**{CELL_TYPE: table["class"].map({c: i for i, c in enumerate(types)}).fillna(-1).astype(np.int64)})
+        else:
+            self.attributes = [a.name for a in spec.used_attributes]
         table = table[(table[self.attributes] >= 0).any(axis=1)]
         if table.empty:
-            raise ValueError(f"{spec.name} {split}: no box has a known attribute value")
+            raise ValueError(f"{spec.name} {split}: no box has a known {'type among ' + ', '.join(types) if types else 'attribute value'}")
         self.root, self.split, self.imgsz, self.view = canonical.root, split, imgsz, view
         self.items = [(image, rows[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), rows[self.attributes].to_numpy(np.int64))
                       for image, rows in table.groupby("image", sort=True)]

@@ -1,4 +1,7 @@
 """Train the attribute head on a frozen detector's features, from ground-truth boxes with jitter.
+With ``--types`` it is a type head instead: one attribute, the WBC type among the dataset's
+``wbc_classes``, learnt from the typed boxes only (a WBC of unknown type is masked out) — design (a)
+of docs/cross_source.md, typing on the detector's features rather than by its classes.
 
 The detector runs without gradients; only the head learns. Its tapped feature maps are computed
 once and cached in RAM when they fit (``cache``), so an epoch costs only the head. Each epoch ends
@@ -6,6 +9,7 @@ with a validation on ground-truth boxes; the best head (mean accuracy) is kept. 
 runs/attributes/<name>/ (head.pt, results.csv, metrics.json).
 
     .venv/bin/python -m wbc.attributes.train --weights best.pt --data data/pbc_wbcatt.yaml
+    .venv/bin/python -m wbc.attributes.train --weights best.pt --data data/pbc_wbcatt.yaml --types --name types
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 from ultralytics.utils import LOGGER, TQDM
 
-from wbc.attributes.data import AttributeFields, collate, jitter_boxes
+from wbc.attributes.data import CELL_TYPE, AttributeFields, collate, jitter_boxes
 from wbc.attributes.features import FieldFeatures, cache_bytes, cache_fits, collate_features
 from wbc.attributes.head import AttributeHead, FeatureTap, HeadConfig, attribute_classes, probe_channels
 from wbc.attributes.metrics import summarize_attributes
@@ -146,7 +150,7 @@ def frozen_detector(weights: str, layers: list[int], imgsz: int | None, device) 
 def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz: int | None = None, name: str = "exp",
                config: str | None = None, lr: float = 2e-3, jitter: float = 0.05, balance: bool = False, device: str = "cpu",
                workers: int = 2, project: Path | None = None, data_root: str | None = None, seed: int = 0,
-               cache: bool = True, flip: bool = False, augment: bool = False) -> dict:
+               cache: bool = True, flip: bool = False, augment: bool = False, types: bool = False) -> dict:
     if flip and augment:
         raise ValueError("flip and augment together: augment already draws mirrored views; give one of them")
     torch.manual_seed(seed)
@@ -154,14 +158,19 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
     device = torch_device(device)
     cfg = HeadConfig.from_yaml(config)
     detector, tap, imgsz, channels = frozen_detector(weights, cfg.layers, imgsz, device)
-    used = canonical.spec.used_attributes
-    cfg = replace(cfg, attributes=[{"name": a.name, "values": list(a.values)} for a in used], imgsz=imgsz, in_channels=channels,
-                  classes=attribute_classes(canonical.spec))
+    spec = canonical.spec
+    if types:  # the type of every WBC-type box, as the head's one attribute
+        cfg = replace(cfg, attributes=[{"name": CELL_TYPE, "values": list(spec.wbc_classes)}], classes=list(spec.wbc_classes))
+    else:
+        cfg = replace(cfg, attributes=[{"name": a.name, "values": list(a.values)} for a in spec.used_attributes], classes=attribute_classes(spec))
+    cfg = replace(cfg, imgsz=imgsz, in_channels=channels)
     head = AttributeHead(cfg).to(device)
 
-    sources = {"train": [AttributeFields(canonical, "train", imgsz, view=None if augment else 0)], "val": [AttributeFields(canonical, "val", imgsz)]}
+    typed = list(spec.wbc_classes) if types else None
+    sources = {"train": [AttributeFields(canonical, "train", imgsz, view=None if augment else 0, types=typed)],
+               "val": [AttributeFields(canonical, "val", imgsz, types=typed)]}
     if flip:
-        sources["train"].append(AttributeFields(canonical, "train", imgsz, view=4))
+        sources["train"].append(AttributeFields(canonical, "train", imgsz, view=4, types=typed))
     cached = [s for s in ("train", "val") if cache and not (s == "train" and augment)]  # a random view per epoch cannot be cached
     if cached and not cache_fits(cache_bytes(tap, sum(len(f) for s in cached for f in sources[s]))):
         LOGGER.warning("detector features do not fit in half the available RAM; running the detector every epoch")
@@ -194,13 +203,15 @@ def main(argv=None):
     p.add_argument("--flip", action="store_true", help="also train on every field mirrored left-right (twice the cache and epoch time)")
     p.add_argument("--augment", action="store_true",
                    help="a random rotation / reflection of every training field each epoch; the detector then runs every epoch on train")
+    p.add_argument("--types", action="store_true",
+                   help="a type head: predict the WBC type (the dataset's wbc_classes) of each box instead of its attributes")
     p.add_argument("--no-cache", action="store_true", help="run the detector every epoch instead of caching its features in RAM")
     p.add_argument("--device", default="cpu", help="cpu, 0 or cuda:0")
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     result = train_head(args.weights, args.data, args.epochs, args.batch, args.imgsz, args.name, args.config, args.lr,
                         args.jitter, args.balance, args.device, cache=not args.no_cache, flip=args.flip,
-                        augment=args.augment)
+                        augment=args.augment, types=args.types)
     print(f"best val mean accuracy (ground-truth boxes) {result['best_mean_accuracy']:.4f}; head at {result['save_dir'] / 'head.pt'}")
 
 

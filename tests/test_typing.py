@@ -1,0 +1,59 @@
+"""Typing by the detector's classes against typing by a type head, on hand-made cells."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from wbc.attributes.data import CELL_TYPE
+from wbc.evaluation.cells import SplitCells
+from wbc.evaluation.typing import accuracy, matched_types, top_cell_types, truth_types
+from wbc.inference import Cell
+from wbc.schema import Attribute
+
+WBC = ["BNE", "LY", "MO", "SNE"]
+
+
+def cell(box, cls, conf, head=None):
+    return Cell(box, 0, cls, conf, {CELL_TYPE: (head, 0.9)} if head else {})
+
+
+def split_cells():
+    truth = pd.DataFrame([
+        {"image": "a.png", "class": "SNE", "x1": 0, "y1": 0, "x2": 10, "y2": 10, "subtype": 0},
+        {"image": "a.png", "class": "RBC", "x1": 20, "y1": 20, "x2": 30, "y2": 30, "subtype": -1},
+        {"image": "b.png", "class": "LY", "x1": 0, "y1": 0, "x2": 10, "y2": 10, "subtype": 1},
+        {"image": "c.png", "class": "MO", "x1": 0, "y1": 0, "x2": 10, "y2": 10, "subtype": 2},
+    ])
+    cells = {
+        "a.png": [cell((0, 0, 10, 10), "BNE", 0.8, "SNE"), cell((20, 20, 30, 30), "RBC", 0.9)],
+        "b.png": [cell((50, 50, 60, 60), "MO", 0.9, "MO"), cell((0, 0, 10, 10), "LY", 0.6, "MO")],
+        "c.png": [cell((0, 0, 10, 10), "RBC", 0.7)],  # the monocyte is taken for a red cell: no type from either
+    }
+    return SplitCells("val", truth, cells)
+
+
+def test_both_typings_are_read_off_the_same_matched_cells():
+    cells = split_cells()
+    table = matched_types(cells, truth_types(cells, WBC))
+    assert list(table["image"]) == ["a.png", "b.png", "c.png"]  # the red cell is not typed
+    assert list(table["detector"]) == ["BNE", "LY", "RBC"] and list(table["head"]) == ["SNE", "MO", ""]
+    assert accuracy(table, "detector") == pytest.approx(1 / 3) and accuracy(table, "head") == pytest.approx(1 / 3)
+    assert accuracy(table, "detector", {"NE": ["BNE", "SNE"]}) == pytest.approx(2 / 3)
+    assert math.isnan(accuracy(table.iloc[:0], "head"))
+
+
+def test_per_field_the_top_wbc_cell_names_the_type():
+    detector, head = top_cell_types(split_cells(), WBC)
+    assert detector == {"a.png": "BNE", "b.png": "MO"} and head == {"a.png": "SNE", "b.png": "MO"}  # c has no WBC-type cell
+
+
+def test_a_truth_attribute_accepts_the_classes_it_maps_to():
+    cells = split_cells()
+    subtype = Attribute("subtype", ("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE"))
+    members = {"NEUTROPHIL": ["BNE", "SNE"], "LYMPHOCYTE": ["LY"], "MONOCYTE": ["MO"]}
+    table = matched_types(cells, truth_types(cells, WBC, subtype, members))
+    assert list(table["truth"]) == [frozenset({"BNE", "SNE"}), frozenset({"LY"}), frozenset({"MO"})]
+    assert accuracy(table, "detector") == pytest.approx(2 / 3) and accuracy(table, "head") == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="MONOCYTE"):
+        truth_types(cells, WBC, subtype, {"NEUTROPHIL": ["BNE"], "LYMPHOCYTE": ["LY"]})
