@@ -50,14 +50,14 @@ def main(argv=None):
         p.error("--truth-attribute and --truth-map go together")
 
     canonical = prepare(args.data)
-    analyzer = WBCAnalyzer(args.weights, args.head, review=False)
-    wbc = [analyzer.model_names[i] for i in sorted(analyzer.model_names) if analyzer.model_names[i] in analyzer.head.config.classes]
-    groups = parse_groups(args.groups)
-    cells = collect(analyzer, canonical, args.split, args.batch, progress=lambda it, n: TQDM(it, total=n, desc=f"cells ({args.split})"))
     declared = {a.name: a for a in canonical.spec.attributes}
-    if args.truth_attribute and args.truth_attribute not in declared:
+    if args.truth_attribute and args.truth_attribute not in declared:  # before the analyzer's pass over every field
         p.error(f"--truth-attribute {args.truth_attribute}: {args.data} declares {', '.join(declared) or 'no attributes'}")
     attribute = declared[args.truth_attribute] if args.truth_attribute else None
+    groups = parse_groups(args.groups)
+    analyzer = WBCAnalyzer(args.weights, args.head, review=False)
+    wbc = analyzer.head.config.classes
+    cells = collect(analyzer, canonical, args.split, args.batch, progress=lambda it, n: TQDM(it, total=n, desc=f"cells ({args.split})"))
     table = matched_types(cells, truth_types(cells, wbc, attribute, parse_groups(args.truth_map)))
     fields = canonical.fields()
     origin = dict(zip(fields["image"], fields["origin"]))
