@@ -493,13 +493,20 @@ def cluster_main(argv):
     (["--pca", "0"], "error: argument --pca: 0 is out of range: must be an integer ≥ 1"),
     (["--max-per-class", "0"], "error: argument --max-per-class: 0 is out of range"),
     (["--groups", "NEUTROPHIL"], "error: --groups 'NEUTROPHIL': expected GROUP=A,B"),
-    (["--k", "9"], "error: --k 9: needs more crops than clusters; {d} has 4"),
+    (["--k", "9"], "error: --k 9: needs more cells than clusters; {d} has 4"),
+    (["--k", "2", "--view", "field"], "error: --view field: 4 of 4 crops under {d} have no source field"),
 ])
 def test_cluster_arguments(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.setattr("sys.argv", ["cluster.py"])
     data = crop_folder(tmp_path / "crops", ["LY", "MO"])
     code, line = cli(cluster_main, ["--crops", data, *argv], capsys)
     assert code == 2 and line.startswith(message.format(d=data)), line
+
+
+def test_cluster_predict_run_must_be_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["cluster.py"])
+    code, line = cli(cluster_main, ["--predict", str(tmp_path)], capsys)
+    assert code == 2 and line.startswith(f"error: {tmp_path} is not a predict run (no cells.json"), line
 
 
 def test_review_app_port(capsys, monkeypatch):

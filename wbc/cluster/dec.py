@@ -5,7 +5,10 @@ embeddings; its code (or the standardised embedding itself) is clustered by k-me
 start a clustering layer: soft assignment q_ij by a Student's t kernel, target p_ij = q_ij^2 / f_j
 (renormalised; f_j the soft cluster size) that sharpens confident assignments, and KL(P || Q)
 minimised over encoder and centres (Adadelta, as the reference notebook), the target refreshed every
-``update_every`` steps, until fewer than ``tol`` of the assignments change."""
+``update_every`` steps, until fewer than ``tol`` of the assignments change.
+
+:func:`clustering_space`: the space clustered when there is no autoencoder (the standardised embedding,
+or its first principal components)."""
 
 from __future__ import annotations
 
@@ -43,16 +46,30 @@ class AutoEncoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
+def clustering_space(features: np.ndarray, pca: int | None = None, seed: int = 0) -> np.ndarray:
+    """The standardised embedding, or its first ``pca`` principal components (which :func:`dec` standardises
+    in turn: whitened)."""
+    x = (features - features.mean(0)) / (features.std(0) + 1e-6)
+    if not pca:
+        return x
+    from sklearn.decomposition import PCA
+
+    return PCA(pca, random_state=seed).fit_transform(x)
+
+
 @dataclass
 class DECResult:
     kmeans: np.ndarray  # k-means assignment of the starting space
+    kmeans_confidence: np.ndarray  # the soft assignment (Student's t) of that cluster under the k-means centres
     clusters: np.ndarray  # DEC's hard assignment
     confidence: np.ndarray  # DEC's soft assignment of that cluster
     steps: int
 
 
 def dec(features: np.ndarray, k: int, autoencoder: bool = False, seed: int = 0, pretrain_epochs: int = 50, steps: int = 2000,
-        update_every: int = 100, batch: int = 256, tol: float = 0.001, progress=None) -> DECResult:
+        update_every: int = 100, batch: int = 256, tol: float = 0.001, restarts: int = 100, progress=None) -> DECResult:
+    """``restarts``: k-means runs from different starts, the one of least inertia kept (on PBC's cells the
+    partition still moves between 10 starts of different seeds; at 100 it no longer does)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     x = torch.from_numpy(((features - features.mean(0)) / (features.std(0) + 1e-6)).astype(np.float32))
@@ -69,8 +86,10 @@ def dec(features: np.ndarray, k: int, autoencoder: bool = False, seed: int = 0, 
         encoder = nn.Identity()
     with torch.no_grad():
         z = encoder(x)
-    km = KMeans(k, n_init=20, random_state=seed).fit(z.numpy())
+    km = KMeans(k, n_init=restarts, random_state=seed).fit(z.numpy())
     centres = nn.Parameter(torch.from_numpy(km.cluster_centers_.astype(np.float32)))
+    with torch.no_grad():
+        start = soft_assignment(z, centres).gather(1, torch.from_numpy(km.labels_.astype(np.int64))[:, None])[:, 0].numpy()
     params = [centres, *encoder.parameters()]
     optimiser = torch.optim.Adadelta(params, lr=1.0)
     previous, step = km.labels_.copy(), 0
@@ -92,4 +111,4 @@ def dec(features: np.ndarray, k: int, autoencoder: bool = False, seed: int = 0, 
     with torch.no_grad():
         q = soft_assignment(encoder(x), centres)
     confidence, clusters = q.max(1)
-    return DECResult(km.labels_, clusters.numpy(), confidence.numpy(), step)
+    return DECResult(km.labels_, start, clusters.numpy(), confidence.numpy(), step)
