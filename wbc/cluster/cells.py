@@ -19,8 +19,8 @@ import pandas as pd
 
 from wbc.classify.crops import crop_box
 from wbc.errors import DatasetError, UsageError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+from wbc.evaluation.cells import read_field
+from wbc.sources import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -99,24 +99,15 @@ def predict_run_cells(run: Path, classes: list[str] | None = None) -> list[CellR
     return cells
 
 
-def read_image(path: Path) -> np.ndarray:
-    import cv2
-
-    image = cv2.imread(str(path))
-    if image is None:
-        raise DatasetError(path, "not a readable image")
-    return image
-
-
 def cell_crops(cells: list[CellRef], margin: float = 0.1, size: int | None = None):
     """Each cell's crop: its crop file, or cut from its field as crop.py cuts (``margin``, squared)."""
     field_path, field = None, None
     for c in cells:
         if c.crop is not None:
-            yield read_image(c.crop)
+            yield read_field(c.crop)
             continue
         if c.field != field_path:
-            field_path, field = c.field, read_image(c.field)
+            field_path, field = c.field, read_field(c.field)
         yield crop_box(field, c.box, margin, True, size)
 
 

@@ -72,7 +72,7 @@ def dec(features: np.ndarray, k: int, autoencoder: bool = False, seed: int = 0, 
     partition still moves between 10 starts of different seeds; at 100 it no longer does)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    x = torch.from_numpy(((features - features.mean(0)) / (features.std(0) + 1e-6)).astype(np.float32))
+    x = torch.from_numpy(clustering_space(features).astype(np.float32))
     if autoencoder:
         ae = AutoEncoder(x.shape[1])
         optimiser = torch.optim.Adam(ae.parameters(), 1e-3)

@@ -19,7 +19,8 @@ import torch
 from wbc.analysis import default_tile
 from wbc.classify.crops import crop_box
 from wbc.classify.train import prepare_crops
-from wbc.cluster.cells import CellRef, cell_crops, read_image
+from wbc.cluster.cells import CellRef, cell_crops
+from wbc.evaluation.cells import read_field
 
 
 def cell_box_in_crop(crop: np.ndarray, margin: float) -> np.ndarray:
@@ -75,7 +76,7 @@ def detector_embeddings(cells: list[CellRef], weights, view: str = "field", marg
         tile = default_tile(weights, analyzer.imgsz)
         chunks = list(batches(by_field.items(), batch))
         for chunk in (progress(chunks) if progress else chunks):
-            fields = [read_image(f) for f, _ in chunk]
+            fields = [read_field(f) for f, _ in chunk]
             views = [v for field, scale, (_, members) in zip(fields, analyzer.field_scales(fields), chunk)
                      for v in field_views(field, [cells[i].box for i in members], members, scale.factor, tile)]
             evidence = analyzer.evidence_at([v[0] for v in views], [v[1] for v in views], [v[3] for v in views])

@@ -43,7 +43,7 @@ def choose_k(features: np.ndarray, ks: list[int], seed: int, restarts: int = 10)
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
-    x = (features - features.mean(0)) / (features.std(0) + 1e-6)
+    x = clustering_space(features)
     scores = {k: float(silhouette_score(x, KMeans(k, n_init=restarts, random_state=seed).fit_predict(x), random_state=seed,
                                         sample_size=min(len(x), 3000))) for k in ks}
     return max(scores, key=scores.get), scores
@@ -56,7 +56,7 @@ def tsne_plot(path: Path, features: np.ndarray, clusters: np.ndarray, labels: li
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
-    x = (features - features.mean(0)) / (features.std(0) + 1e-6)
+    x = clustering_space(features)
     xy = TSNE(2, random_state=seed, init="pca", perplexity=min(30, len(x) - 1)).fit_transform(x)
     panels = [(f"{method} cluster", [str(c) for c in clusters])] + ([("label", labels)] if any(labels) else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5.5), squeeze=False)
@@ -165,8 +165,9 @@ def main(argv=None):
     group = {c: g for spec in args.groups for g, members in [spec.split("=", 1)] for c in members.split(",")}
     labels = [group.get(c.label, c.label) for c in cells]
     cache, key = out / "embeddings.npz", f"{args.encoder}:{view}"
-    if cache.is_file() and list(np.load(cache)["paths"]) == [c.name for c in cells] and str(np.load(cache).get("key", "")) == key:
-        features = np.load(cache)["features"]
+    cached = dict(np.load(cache)) if cache.is_file() else {}
+    if list(cached.get("paths", [])) == [c.name for c in cells] and str(cached.get("key", "")) == key:
+        features = cached["features"]
     else:
         progress = lambda it: TQDM(it, desc=f"embeddings ({key})")  # noqa: E731
         if args.encoder == "detector":
