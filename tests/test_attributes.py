@@ -344,3 +344,62 @@ def test_a_type_head_trains_and_the_analyzer_reports_each_cells_type(trained, tm
     images = [cv2.imread(str(p)) for p in sorted((canonical.root / "images" / "val").iterdir())[:4]]
     typed = [c for cells in analyzer(images) for c in cells if c.class_name in wbc]
     assert typed and all(c.attributes[CELL_TYPE][0] in wbc for c in typed)
+
+
+def test_stain_copies_are_fixed_draws_that_differ_from_copy_to_copy(synthetic):
+    """``copies`` fixed stainings of every field: item i is the same image every time it is read
+    (a feature cache holds it), the copies of one field differ, and the boxes and codes do not change."""
+    from wbc.attributes.data import AttributeFields
+    from wbc.canonical import prepare
+
+    canonical = prepare(synthetic("coco"))
+    plain = AttributeFields(canonical, "train", 128)
+    stained = AttributeFields(canonical, "train", 128, stain=1.0, copies=3, seed=1)
+    n = len(plain)
+    assert len(stained) == 3 * n
+    changed = 0
+    for i in range(n):
+        image, boxes, codes = plain[i]
+        copies = [stained[i + k * n] for k in range(3)]
+        for copy, again in zip(copies, (stained[i + k * n] for k in range(3))):
+            assert np.array_equal(copy[0], again[0])
+            assert np.array_equal(copy[1], boxes) and np.array_equal(copy[2], codes)
+        changed += sum(not np.array_equal(a[0], b[0]) for a, b in zip(copies, copies[1:]))
+    assert changed >= n  # with 10 transforms at strength 1, nearly every pair of draws differs
+    with pytest.raises(ValueError, match="copies"):
+        AttributeFields(canonical, "train", 128, copies=0)
+
+
+def test_a_label_set_target_teaches_one_of_its_values():
+    """A box labelled "one of {1, 2}" (code n + set index) adds -log(p1 + p2), weight 1 beside the
+    single-valued boxes; with no set code in the batch the loss is the plain cross-entropy."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, requires_grad=True)
+    sets = [torch.tensor([[0.0, 1.0, 1.0, 0.0]])]
+    targets = torch.tensor([[0], [4], [-1]])
+    loss = attribute_loss([logits], targets, sets=sets)
+    p = logits.softmax(1)
+    assert torch.allclose(loss, -(p[0, 0].log() + (p[1, 1] + p[1, 2]).log()) / 2)
+    loss.backward()
+    assert logits.grad[2].abs().sum() == 0
+    set_only = torch.tensor([[0.0, 5.0, 5.0, 0.0]], requires_grad=True)  # its mass already on the set: nearly no loss
+    assert float(attribute_loss([set_only], torch.tensor([[4]]), sets=sets).detach()) < 0.02
+    plain = torch.tensor([[1], [3]])
+    assert torch.allclose(attribute_loss([logits[:2]], plain, sets=sets), torch.nn.functional.cross_entropy(logits[:2], plain[:, 0]))
+    with pytest.raises(ValueError, match="label sets"):
+        attribute_loss([logits], targets)
+
+
+def test_a_window_keeps_the_box_on_the_cell_at_the_training_scale():
+    from wbc.attributes.data import window
+
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[200:260, 500:580] = 255  # the cell
+    box = np.array([[500, 200, 580, 260]], np.float32)
+    out, moved = window(image, box, 0.5, 128)
+    assert out.shape == (128, 128, 3)
+    x1, y1, x2, y2 = moved[0].round().astype(int)
+    assert (x2 - x1, y2 - y1) == (40, 30) and (out[y1 + 2:y2 - 2, x1 + 2:x2 - 2] == 255).all()
+    assert out[:, :x1 - 2].max() == 0  # the rest of the field around it, not padding
+    small, at = window(image[:100, :100], np.array([[10, 10, 30, 30]], np.float32), 1.0, 128)
+    assert (small[100:] == 114).all() and np.allclose(at, [[10, 10, 30, 30]])  # a smaller field is padded

@@ -102,6 +102,15 @@ def test_multisource_training_runs_with_label_sets_and_saves_a_typed_detector(so
     record = yaml.safe_load((phase / "scale.json").read_text())
     assert record["reference_origin"] in ("Typed-lab", "Big-lab") and record["train_rbc_diameter_px"] > 0
 
+    # a type head on its features: every origin at its training scale, stained copies, untyped WBCs as a set
+    from wbc.attributes.train import train_head
+
+    config = tmp_path / "head.yaml"
+    config.write_text("layers: [2, 4]\n")
+    head = train_head(str(phase / "weights" / "best.pt"), str(sources), epochs=1, batch=4, imgsz=64, name="types", config=str(config),
+                      project=tmp_path, workers=0, types=True, stain=1.0, copies=2)
+    assert (head["save_dir"] / "head.pt").is_file() and 0 <= head["best_mean_accuracy"] <= 1
+
 
 def test_a_source_can_be_left_out(sources, tmp_path):
     doc = yaml.safe_load(sources.read_text())
@@ -111,3 +120,39 @@ def test_a_source_can_be_left_out(sources, tmp_path):
     canonical = prepare(left_out)
     assert set(canonical.fields()["origin"]) == {"Typed-lab"}
     assert any("left out (exclude_origins)" in p.reason for p in canonical.problems.problems)
+
+
+def test_a_type_head_sees_every_origin_at_the_training_scale_and_an_untyped_wbc_as_one_of_the_types(sources, tmp_path):
+    """Merged data for a type head: each typed or set-labelled box in a window of its field resized
+    to the detector's training scale (the card's red-cell size over its origin's), and a WBC of
+    unknown type coded as the label set "one of the types"; red cells and platelets carry no code."""
+    import json
+
+    import numpy as np
+
+    from wbc.attributes.data import AttributeFields
+    from wbc.attributes.train import scale_factors
+    from wbc.training import training_scale
+
+    canonical = prepare(sources)
+    weights = tmp_path / "det.pt"  # only its model card is read
+    with pytest.raises(ValueError, match="no training scale"):
+        scale_factors(str(weights), canonical, 64)
+    weights.with_suffix(".json").write_text(json.dumps({"train_rbc_diameter_px": 10.0, "train_field_size": 96}))
+    factors = scale_factors(str(weights), canonical, 64)
+    d = training_scale(canonical.root)["origin_rbc_diameter_px"]
+    fields = canonical.fields()
+    for image, origin in zip(fields["image"], fields["origin"]):
+        assert factors[image] == pytest.approx(10.0 / d[origin] * 64 / 96)
+
+    types = ["LY", "MO", "NE"]
+    windows = AttributeFields(canonical, "train", 64, types=types, factors=factors)
+    assert windows.label_sets == {"WBC": types}
+    boxes = canonical.attributes()
+    train = boxes[boxes["split"] == "train"]
+    assert len(windows) == train["class"].isin(types + ["WBC"]).sum()  # one window per typed or set-labelled box
+    codes = np.concatenate([c for _, _, c in windows.items])[:, 0]
+    assert set(codes) <= {0, 1, 2, 3} and (codes == 3).sum() == (train["class"] == "WBC").sum()
+    image, box, code = windows[0]
+    assert image.shape == (64, 64, 3) and box.shape == (1, 4) and code.shape == (1, 1)
+    assert 0 <= box[0, 0] < box[0, 2] <= 64 and 0 <= box[0, 1] < box[0, 3] <= 64

@@ -55,38 +55,97 @@ class AttributeFields(Dataset):
     detector as new data: its features are not the turned features of the original.
 
     ``types``: instead of the dataset's attributes, one attribute :data:`CELL_TYPE` whose code is the
-    box's class among ``types`` (a type head); boxes of other classes, and of label sets such as a
-    WBC of unknown type, carry no code (masked)."""
+    box's class among ``types`` (a type head); a box of a label set whose classes are all among
+    ``types`` (a BCCD neutrophil: BNE or SNE) has code ``len(types) + j``, set j of ``label_sets``
+    (:func:`attribute_loss` learns "one of these" from it); boxes of other classes carry no code.
 
-    def __init__(self, canonical: CanonicalDataset, split: str, imgsz: int, view: int | None = 0, types: list[str] | None = None):
+    ``stain``: the stain / camera / optics transforms of :mod:`wbc.stain` at this strength (as the
+    detector's ``stain`` hyp), applied to the field before letterboxing. ``copies``: each field
+    appears this many times, each copy with its own draw of those transforms. The draw of item ``i``
+    is fixed (seeded by ``seed`` and ``i``), so a cache of the detector's features holds ``copies``
+    fixed stainings per field; with a random ``view`` it is drawn afresh every time.
+
+    ``factors`` (image file name -> resize factor to the network input): fields at the detector's
+    training scale instead of each fitted to ``imgsz``, as data of several origins needs (a BCCD
+    field at PBC's red-cell size is larger than the input). Every box with a known value is then an
+    item of its own: an ``imgsz`` window of the resized field centred on it (clamped to the field,
+    padded where the field is smaller), with that one box."""
+
+    def __init__(self, canonical: CanonicalDataset, split: str, imgsz: int, view: int | None = 0, types: list[str] | None = None,
+                 stain: float = 0.0, copies: int = 1, seed: int = 0, factors: dict[str, float] | None = None):
+        if copies < 1:
+            raise ValueError(f"copies must be >= 1, got {copies}")
         spec = canonical.spec
         table = canonical.attributes()
         table = table[(table["split"] == split)]
+        self.label_sets: dict[str, list[str]] = {}
         if types:
             self.attributes = [CELL_TYPE]
-            table = table.assign(**{CELL_TYPE: table["class"].map({c: i for i, c in enumerate(types)}).fillna(-1).astype(np.int64)})
+            self.label_sets = {name: list(members) for name, members in spec.label_sets.items() if set(members) <= set(types)}
+            codes = {c: i for i, c in enumerate(types)} | {name: len(types) + j for j, name in enumerate(self.label_sets)}
+            table = table.assign(**{CELL_TYPE: table["class"].map(codes).fillna(-1).astype(np.int64)})
         else:
             self.attributes = [a.name for a in spec.used_attributes]
         table = table[(table[self.attributes] >= 0).any(axis=1)]
         if table.empty:
             raise ValueError(f"{spec.name} {split}: no box has a known {'type among ' + ', '.join(types) if types else 'attribute value'}")
         self.root, self.split, self.imgsz, self.view = canonical.root, split, imgsz, view
+        self.copies, self.seed, self.factors = copies, seed, factors
+        self.stain = stain_transform(stain)
         self.items = [(image, rows[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), rows[self.attributes].to_numpy(np.int64))
                       for image, rows in table.groupby("image", sort=True)]
+        if factors is not None:  # one window per box
+            self.items = [(image, boxes[j:j + 1], codes[j:j + 1]) for image, boxes, codes in self.items
+                          for j in range(len(boxes)) if (codes[j] >= 0).any()]
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) * self.copies
 
     def __getitem__(self, i):
-        name, boxes, codes = self.items[i]
+        name, boxes, codes = self.items[i % len(self.items)]
         path = self.root / "images" / self.split / name
         image = cv2.imread(str(path))
         if image is None:
             raise OSError(f"{path}: cannot be read")
-        image, gain, (px, py) = letterbox(image, self.imgsz)
-        boxes = boxes * gain + np.array([px, py, px, py], np.float32)
+        if self.stain:
+            self.stain.set_random_seed(int(torch.randint(2**31, ())) if self.view is None else self.seed * 1_000_003 + i)
+            image = self.stain(image=image)["image"]  # BGR, as ultralytics hands images to its albumentations
+        if self.factors is None:
+            image, gain, (px, py) = letterbox(image, self.imgsz)
+            boxes = boxes * gain + np.array([px, py, px, py], np.float32)
+        else:
+            image, boxes = window(image, boxes, self.factors.get(name, 1.0), self.imgsz)
         view = int(torch.randint(8, ())) if self.view is None else self.view  # torch's RNG: seeded per DataLoader worker and epoch
         return (*dihedral(image, boxes, view), codes) if view else (image, boxes, codes)
+
+
+def window(image: np.ndarray, box: np.ndarray, factor: float, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``size`` x ``size`` window of ``image`` resized by ``factor`` centred on ``box`` ((1, 4) xyxy
+    in the image's pixels), clamped to the field and padded with grey 114 where the field is smaller;
+    the box in window pixels."""
+    from wbc.rescale import resize
+
+    image, box = resize(image, factor), box * factor
+    h, w = image.shape[:2]
+    cx, cy = (box[0, 0] + box[0, 2]) / 2, (box[0, 1] + box[0, 3]) / 2
+    x0 = int(np.clip(round(cx - size / 2), 0, max(0, w - size)))
+    y0 = int(np.clip(round(cy - size / 2), 0, max(0, h - size)))
+    out = np.full((size, size, 3), 114, np.uint8)
+    crop = image[y0:y0 + size, x0:x0 + size]
+    out[:crop.shape[0], :crop.shape[1]] = crop
+    return out, box - np.array([x0, y0, x0, y0], np.float32)
+
+
+def stain_transform(strength: float):
+    """The :mod:`wbc.stain` transforms at ``strength`` as one albumentations Compose, or None at 0."""
+    from wbc.stain import stain_augmentations
+
+    transforms = stain_augmentations(strength)
+    if not transforms:
+        return None
+    import albumentations as A
+
+    return A.Compose(transforms)
 
 
 def dihedral(image: np.ndarray, boxes: np.ndarray, view: int) -> tuple[np.ndarray, np.ndarray]:

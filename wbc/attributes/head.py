@@ -113,9 +113,10 @@ class AttributeHead(nn.Module):
         return [torch.stack([m[a].log_softmax(1) for m in members]).logsumexp(0) - log_n for a in range(len(members[0]))]
 
     def loss(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int], targets: torch.Tensor,
-             class_weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+             class_weights: list[torch.Tensor] | None = None, sets: list[torch.Tensor | None] | None = None) -> torch.Tensor:
         """Training loss: every member's :func:`attribute_loss`, averaged (members learn independently)."""
-        return torch.stack([attribute_loss(m, targets, class_weights) for m in self.member_logits(features, boxes, input_size)]).mean()
+        return torch.stack([attribute_loss(m, targets, class_weights, sets)
+                            for m in self.member_logits(features, boxes, input_size)]).mean()
 
     def save(self, path: str | Path) -> None:
         """A self-describing file: plain tensors and plain data, loadable with weights_only=True."""
@@ -146,18 +147,37 @@ def head_path_for(detector_weights: str | Path) -> Path:
     return p.with_name(p.stem + ".attributes.pt")
 
 
-def attribute_loss(logits: list[torch.Tensor], targets: torch.Tensor, class_weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+def attribute_loss(logits: list[torch.Tensor], targets: torch.Tensor, class_weights: list[torch.Tensor] | None = None,
+                   sets: list[torch.Tensor | None] | None = None) -> torch.Tensor:
     """Mean over attributes of the cross-entropy on boxes whose value is known.
 
     targets: (K, A) codes; negative codes (unknown / not applicable) are masked out. An attribute
     with no known value in the batch adds nothing. class_weights: optional per-attribute value weights.
+    sets: optional per attribute an (S, n_values) membership matrix of label sets: a code ``n_values + j``
+    says "one of set j's values" and adds -log of their summed probability (the partial-label loss
+    of wbc/partial_labels.py, for one box), weight 1 beside the weighted single values.
     """
     terms = []
     for a, out in enumerate(logits):
-        known = targets[:, a] >= 0
-        if known.any():
-            weight = None if class_weights is None else class_weights[a].to(out.device)
-            terms.append(F.cross_entropy(out[known], targets[known, a], weight=weight))
+        n, t = out.shape[1], targets[:, a]
+        known = (t >= 0) & (t < n)
+        weight = None if class_weights is None else class_weights[a].to(out.device)
+        grouped = t >= n
+        if grouped.any():
+            if sets is None or sets[a] is None or int(t.max()) >= n + len(sets[a]):
+                raise ValueError(f"attribute {a}: codes up to {int(t.max())} for {n} values and "
+                                 f"{0 if sets is None or sets[a] is None else len(sets[a])} label sets")
+            logp = out.float().log_softmax(1)
+            member = sets[a].to(out.device)[t[grouped] - n] > 0
+            nll = [-torch.where(member, logp[grouped], -torch.inf).logsumexp(1)]
+            w = [torch.ones_like(nll[0])]
+            if known.any():
+                nll.append(-logp[known].gather(1, t[known, None]).squeeze(1))
+                w.append(torch.ones_like(nll[-1]) if weight is None else weight[t[known]])
+            nll, w = torch.cat(nll), torch.cat(w)
+            terms.append((nll * w).sum() / w.sum())
+        elif known.any():
+            terms.append(F.cross_entropy(out[known], t[known], weight=weight))
     return torch.stack(terms).mean() if terms else logits[0].sum() * 0.0
 
 

@@ -32,6 +32,7 @@ from wbc.attributes.metrics import summarize_attributes
 from wbc.canonical import prepare
 from wbc.device import torch_device
 from wbc.inference import load_detector
+from wbc.partial_labels import set_matrix
 from wbc.paths import new_run_dir, runs_root
 
 
@@ -40,7 +41,8 @@ def balanced_weights(codes: np.ndarray, value_counts: list[int]) -> list[torch.T
     codes: (K, A) over the training boxes."""
     weights = []
     for a, n in enumerate(value_counts):
-        counts = np.bincount(codes[codes[:, a] >= 0, a], minlength=n).astype(np.float64)
+        values = codes[:, a]
+        counts = np.bincount(values[(values >= 0) & (values < n)], minlength=n).astype(np.float64)  # label-set codes (>= n) left out
         w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n, 0.0)
         weights.append(torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32))
     return weights
@@ -85,7 +87,8 @@ def predict_codes(head: AttributeHead, batches, input_size: tuple[int, int], dev
     for maps, boxes, codes in batches:
         logits = head(maps, boxes.to(device), input_size)
         predicted.append(torch.stack([out.argmax(1) for out in logits], 1).cpu().numpy())
-        truth.append(codes.numpy())
+        counts = np.array([out.shape[1] for out in logits])
+        truth.append(np.where(codes.numpy() >= counts, -1, codes.numpy()))  # a label-set code is scored nowhere
     return np.concatenate(truth), np.concatenate(predicted)
 
 
@@ -106,8 +109,10 @@ def train_one_epoch(batches, batch_loss, optimizer, scheduler, desc: str) -> tup
 
 
 def fit_head(head: AttributeHead, train_batches, val_batches, input_size: tuple[int, int], out: Path, epochs: int,
-             lr: float = 1e-3, jitter: float = 0.05, class_weights: list[torch.Tensor] | None = None, device="cpu") -> dict:
-    """Train ``head`` on batches of (maps, boxes, codes); keep the best (val mean accuracy) as out/head.pt."""
+             lr: float = 1e-3, jitter: float = 0.05, class_weights: list[torch.Tensor] | None = None, device="cpu",
+             sets: list[torch.Tensor | None] | None = None) -> dict:
+    """Train ``head`` on batches of (maps, boxes, codes); keep the best (val mean accuracy) as out/head.pt.
+    ``sets``: label-set membership per attribute (:func:`wbc.attributes.head.attribute_loss`)."""
     out.mkdir(parents=True, exist_ok=True)
     names = [a["name"] for a in head.config.attributes]
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
@@ -117,7 +122,7 @@ def fit_head(head: AttributeHead, train_batches, val_batches, input_size: tuple[
         head.train()
 
         def batch_loss(maps, boxes, codes):
-            return head.loss(maps, jitter_boxes(boxes, jitter).to(device), input_size, codes.to(device), class_weights)
+            return head.loss(maps, jitter_boxes(boxes, jitter).to(device), input_size, codes.to(device), class_weights, sets)
 
         train_loss, epoch_s = train_one_epoch(train_batches, batch_loss, optimizer, scheduler, f"head epoch {epoch + 1}/{epochs}")
         scores = summarize_attributes(names, head.config.value_counts, *predict_codes(head, val_batches, input_size, device))
@@ -147,10 +152,35 @@ def frozen_detector(weights: str, layers: list[int], imgsz: int | None, device) 
     return detector, tap, imgsz, probe_channels(detector, tap, imgsz)
 
 
+def scale_factors(weights: str, canonical, imgsz: int) -> dict[str, float] | None:
+    """For data of several origins, each field's resize to the network input at the detector's
+    training scale (its model card's red-cell diameter over the field's origin's, then the fit of the
+    training field size to ``imgsz``), as training and predict.py resize them; None for one origin,
+    whose fields are each fitted to the input as the detector's reference source was."""
+    import pandas as pd
+
+    from wbc.inference import model_card
+    from wbc.rescale import fit_factor
+    from wbc.training import training_scale
+
+    fields = pd.read_csv(canonical.root / "fields.csv", keep_default_na=False)
+    if fields["origin"].nunique() < 2:
+        return None
+    card = model_card(weights)
+    reference, field_size = card.get("train_rbc_diameter_px"), card.get("train_field_size")
+    if not reference or not field_size:
+        raise ValueError(f"{weights}: its model card records no training scale (train_rbc_diameter_px, train_field_size); "
+                         f"{canonical.spec.name} holds fields of several origins, which must reach the head at one scale")
+    factors = training_scale(canonical.root, {"rbc_diameter_px": reference, "field_size": field_size})["factors"]
+    fit = fit_factor(imgsz, field_size)
+    return {image: f * fit for image, f in factors.items()}
+
+
 def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz: int | None = None, name: str = "exp",
                config: str | None = None, lr: float = 2e-3, jitter: float = 0.05, balance: bool = False, device: str = "cpu",
                workers: int = 2, project: Path | None = None, data_root: str | None = None, seed: int = 0,
-               cache: bool = True, flip: bool = False, augment: bool = False, types: bool = False) -> dict:
+               cache: bool = True, flip: bool = False, augment: bool = False, types: bool = False,
+               stain: float = 0.0, copies: int = 1) -> dict:
     if flip and augment:
         raise ValueError("flip and augment together: augment already draws mirrored views; give one of them")
     torch.manual_seed(seed)
@@ -167,10 +197,12 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
     head = AttributeHead(cfg).to(device)
 
     typed = list(spec.wbc_classes) if types else None
-    sources = {"train": [AttributeFields(canonical, "train", imgsz, view=None if augment else 0, types=typed)],
-               "val": [AttributeFields(canonical, "val", imgsz, types=typed)]}
+    factors = scale_factors(weights, canonical, imgsz)
+    train = dict(types=typed, stain=stain, copies=copies, seed=seed, factors=factors)
+    sources = {"train": [AttributeFields(canonical, "train", imgsz, view=None if augment else 0, **train)],
+               "val": [AttributeFields(canonical, "val", imgsz, types=typed, factors=factors)]}
     if flip:
-        sources["train"].append(AttributeFields(canonical, "train", imgsz, view=4, types=typed))
+        sources["train"].append(AttributeFields(canonical, "train", imgsz, view=4, **train))
     cached = [s for s in ("train", "val") if cache and not (s == "train" and augment)]  # a random view per epoch cannot be cached
     if cached and not cache_fits(cache_bytes(tap, sum(len(f) for s in cached for f in sources[s]))):
         LOGGER.warning("detector features do not fit in half the available RAM; running the detector every epoch")
@@ -182,7 +214,12 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
         for s in ("train", "val"))
     class_weights = balanced_weights(np.concatenate([c for _, _, c in sources["train"][0].items]), cfg.value_counts) if balance else None
     out = new_run_dir(name, project or runs_root() / "attributes")
-    result = fit_head(head, train_batches, val_batches, (imgsz, imgsz), out, epochs, lr, jitter, class_weights, device)
+    label_sets = sources["train"][0].label_sets
+    sets = [set_matrix(label_sets, list(spec.wbc_classes))] if label_sets else None
+    if label_sets:
+        LOGGER.info(f"type head: boxes of label set(s) {', '.join(f'{k} ({len(v)} types)' for k, v in label_sets.items())} "
+                    f"teach 'one of these'")
+    result = fit_head(head, train_batches, val_batches, (imgsz, imgsz), out, epochs, lr, jitter, class_weights, device, sets)
     tap.remove()
     return result
 
@@ -205,13 +242,18 @@ def main(argv=None):
                    help="a random rotation / reflection of every training field each epoch; the detector then runs every epoch on train")
     p.add_argument("--types", action="store_true",
                    help="a type head: predict the WBC type (the dataset's wbc_classes) of each box instead of its attributes")
+    p.add_argument("--stain", type=float, default=0.0,
+                   help="strength in [0, 1] of the stain / camera / optics transforms (wbc/stain.py) on training fields; "
+                        "the detector's own training used 1 (hyps/hyp.multisource.yaml)")
+    p.add_argument("--copies", type=int, default=1,
+                   help="training copies of every field, each with its own fixed draw of --stain (the cache grows with them)")
     p.add_argument("--no-cache", action="store_true", help="run the detector every epoch instead of caching its features in RAM")
     p.add_argument("--device", default="cpu", help="cpu, 0 or cuda:0")
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     result = train_head(args.weights, args.data, args.epochs, args.batch, args.imgsz, args.name, args.config, args.lr,
                         args.jitter, args.balance, args.device, cache=not args.no_cache, flip=args.flip,
-                        augment=args.augment, types=args.types)
+                        augment=args.augment, types=args.types, stain=args.stain, copies=args.copies)
     print(f"best val mean accuracy (ground-truth boxes) {result['best_mean_accuracy']:.4f}; head at {result['save_dir'] / 'head.pt'}")
 
 
