@@ -6,7 +6,8 @@
 
 Reads a cluster.py run's ``embeddings.npz`` and its labels (``assignments.csv``, groups already merged),
 and clusters the same embeddings in each space (standardised; its first 8, 16, 32, 64 principal
-components, each standardised in turn) with that run's k, restarts and seed. Choose the space on cells you do not
+components, each standardised in turn) with that run's k, restarts and seed; with ``--idec GAMMA`` also
+IDEC (an autoencoder code refined with its reconstruction loss kept, :func:`wbc.cluster.dec.dec`). Choose the space on cells you do not
 report (PBC train), then report the chosen one on the others. Writes
 ``runs/benchmarks/cluster_spaces/<name>/`` (``results.json``, ``results.md``).
 """
@@ -34,6 +35,7 @@ SPACES = [None, 8, 16, 32, 64]
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="a cluster.py run folder with labels")
+    p.add_argument("--idec", type=float, metavar="GAMMA", help="also IDEC with this clustering-loss weight (0.1 in the paper)")
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     run = Path(args.run)
@@ -53,16 +55,22 @@ def main(argv=None):
         result = dec(clustering_space(features, pca, seed), k, seed=seed, restarts=restarts)
         rows.append({"space": "standardised" if not pca else f"{pca} principal components",
                      "kmeans": cluster_scores(labels, result.kmeans), "dec": cluster_scores(labels, result.clusters)})
-        m, d = rows[-1]["kmeans"], rows[-1]["dec"]
-        print(f"{rows[-1]['space']:40s} k-means {m['hungarian_accuracy']:.3f}  DEC {d['hungarian_accuracy']:.3f}", flush=True)
+        if args.idec is not None:
+            code = dec(clustering_space(features, pca, seed), k, autoencoder=True, seed=seed, restarts=restarts, idec=args.idec)
+            rows[-1] |= {"kmeans_on_code": cluster_scores(labels, code.kmeans), "idec": cluster_scores(labels, code.clusters)}
+        print(f"{rows[-1]['space']:40s} " + "  ".join(f"{key} {rows[-1][key]['hungarian_accuracy']:.3f}"
+                                                      for key in ("kmeans", "dec", "kmeans_on_code", "idec") if key in rows[-1]), flush=True)
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "benchmarks" / "cluster_spaces")
     out.mkdir(parents=True)
     results = {"run": str(run), "cells": len(labels), "k": k, "seed": seed, "restarts": restarts, "spaces": rows}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     fmt = lambda s: f"{s['hungarian_accuracy']:.3f} / {s['nmi']:.3f} / {s['ari']:.3f}"  # noqa: E731
+    columns = [("kmeans", "k-means"), ("dec", "DEC")] + ([("kmeans_on_code", "k-means on the autoencoder's code"),
+                                                           ("idec", f"IDEC (γ {args.idec})")] if args.idec is not None else [])
     md = [f"{run} ({len(labels)} cells, k {k}, {restarts} k-means starts, seed {seed})", "",
-          "| space | k-means: Hungarian acc. / NMI / ARI | DEC: Hungarian acc. / NMI / ARI |", "|---|---|---|"]
-    md += [f"| {r['space']} | {fmt(r['kmeans'])} | {fmt(r['dec'])} |" for r in rows]
+          "| space | " + " | ".join(f"{title}: Hungarian acc. / NMI / ARI" for _, title in columns) + " |",
+          "|---|" + "---|" * len(columns)]
+    md += ["| " + " | ".join([r["space"], *(fmt(r[key]) for key, _ in columns)]) + " |" for r in rows]
     (out / "results.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     print(f"written to {out}")

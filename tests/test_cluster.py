@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from wbc.cluster.dec import dec, soft_assignment, target_distribution
@@ -37,6 +38,17 @@ def test_dec_recovers_separated_groups():
     assert hungarian_accuracy(labels, result.clusters)[0] > 0.95
     for confidence in (result.confidence, result.kmeans_confidence):
         assert confidence.shape == (400,) and ((confidence > 0) & (confidence <= 1)).all()
+
+
+
+def test_idec_keeps_the_reconstruction_and_recovers_separated_groups():
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 80)
+    features = (rng.normal(0, 6, (3, 12))[labels] + rng.normal(0, 1, (240, 12))).astype(np.float32)
+    result = dec(features, 3, autoencoder=True, pretrain_epochs=10, steps=200, idec=0.1)
+    assert hungarian_accuracy(labels, result.clusters)[0] > 0.95
+    with pytest.raises(ValueError, match="autoencoder"):
+        dec(features, 3, idec=0.1)
 
 
 def test_cluster_py_writes_assignments_metrics_plot_and_gallery(synthetic, tmp_path, monkeypatch):
