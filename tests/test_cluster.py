@@ -19,6 +19,7 @@ def test_hungarian_accuracy_of_a_permutation_is_one():
     scores = cluster_scores(labels, clusters)
     assert scores["nmi"] == 1.0 and scores["ari"] == 1.0
     assert hungarian_accuracy(labels, np.zeros(60, int))[0] == 1 / 3  # one cluster: one label matched
+    assert hungarian_accuracy(labels.astype(object), clusters) == (accuracy, mapping)  # e.g. a pandas column of names
 
 
 def test_the_target_distribution_sharpens_the_assignment():

@@ -12,6 +12,8 @@ def hungarian_accuracy(labels, clusters) -> tuple[float, dict]:
     """(accuracy, {cluster: label}) under the best one-to-one matching of clusters to labels; clusters
     left without a label (more clusters than labels) count as wrong."""
     labels, clusters = np.asarray(labels), np.asarray(clusters)
+    if labels.dtype == object:  # e.g. a pandas column of names
+        labels = labels.astype(str)
     names, ids = np.unique(labels), np.unique(clusters)
     table = np.zeros((len(ids), len(names)), int)
     for i, c in enumerate(ids):
