@@ -386,6 +386,9 @@ def test_a_label_set_target_teaches_one_of_its_values():
     assert float(attribute_loss([set_only], torch.tensor([[4]]), sets=sets).detach()) < 0.02
     plain = torch.tensor([[1], [3]])
     assert torch.allclose(attribute_loss([logits[:2]], plain, sets=sets), torch.nn.functional.cross_entropy(logits[:2], plain[:, 0]))
+    weights = [torch.tensor([0.5, 1.0, 2.0, 4.0])]
+    assert torch.allclose(attribute_loss([logits[:2]], plain, weights),
+                          torch.nn.functional.cross_entropy(logits[:2], plain[:, 0], weight=weights[0]))
     with pytest.raises(ValueError, match="label sets"):
         attribute_loss([logits], targets)
 

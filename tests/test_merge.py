@@ -3,6 +3,7 @@ copies of held-out fields kept out of train, and every origin at one training sc
 
 import shutil
 
+import numpy as np
 import pytest
 import yaml
 
@@ -109,7 +110,12 @@ def test_multisource_training_runs_with_label_sets_and_saves_a_typed_detector(so
     config.write_text("layers: [2, 4]\n")
     head = train_head(str(phase / "weights" / "best.pt"), str(sources), epochs=1, batch=4, imgsz=64, name="types", config=str(config),
                       project=tmp_path, workers=0, types=True, stain=1.0, copies=2)
-    assert (head["save_dir"] / "head.pt").is_file() and 0 <= head["best_mean_accuracy"] <= 1
+    from wbc.attributes.data import CELL_TYPE
+    from wbc.attributes.head import AttributeHead
+
+    saved = AttributeHead.load(head["save_dir"] / "head.pt")
+    assert saved.config.attributes == [{"name": CELL_TYPE, "values": ["LY", "MO", "NE"]}] and saved.config.imgsz == 64
+    assert np.isfinite(head["history"][0]["train_loss"]) and 0 <= head["best_mean_accuracy"] <= 1
 
 
 def test_a_source_can_be_left_out(sources, tmp_path):

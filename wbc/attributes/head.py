@@ -160,24 +160,22 @@ def attribute_loss(logits: list[torch.Tensor], targets: torch.Tensor, class_weig
     terms = []
     for a, out in enumerate(logits):
         n, t = out.shape[1], targets[:, a]
-        known = (t >= 0) & (t < n)
-        weight = None if class_weights is None else class_weights[a].to(out.device)
-        grouped = t >= n
+        known, grouped = (t >= 0) & (t < n), t >= n
+        if not (known.any() or grouped.any()):
+            continue
+        n_sets = 0 if sets is None or sets[a] is None else len(sets[a])
+        if grouped.any() and int(t.max()) >= n + n_sets:
+            raise ValueError(f"attribute {a}: codes up to {int(t.max())} for {n} values and {n_sets} label sets")
+        logp = out.float().log_softmax(1)
+        # a single value is the set of that value alone: -log of the summed probability of the accepted values
+        accepted = F.one_hot(t[known], n).bool()
         if grouped.any():
-            if sets is None or sets[a] is None or int(t.max()) >= n + len(sets[a]):
-                raise ValueError(f"attribute {a}: codes up to {int(t.max())} for {n} values and "
-                                 f"{0 if sets is None or sets[a] is None else len(sets[a])} label sets")
-            logp = out.float().log_softmax(1)
-            member = sets[a].to(out.device)[t[grouped] - n] > 0
-            nll = [-torch.where(member, logp[grouped], -torch.inf).logsumexp(1)]
-            w = [torch.ones_like(nll[0])]
-            if known.any():
-                nll.append(-logp[known].gather(1, t[known, None]).squeeze(1))
-                w.append(torch.ones_like(nll[-1]) if weight is None else weight[t[known]])
-            nll, w = torch.cat(nll), torch.cat(w)
-            terms.append((nll * w).sum() / w.sum())
-        elif known.any():
-            terms.append(F.cross_entropy(out[known], t[known], weight=weight))
+            accepted = torch.cat([accepted, sets[a].to(out.device)[t[grouped] - n] > 0])
+        nll = -torch.where(accepted, torch.cat([logp[known], logp[grouped]]), -torch.inf).logsumexp(1)
+        w = torch.ones_like(nll)
+        if class_weights is not None:  # on single values, as cross_entropy's weight; a set box weighs 1
+            w[:int(known.sum())] = class_weights[a].to(out.device)[t[known]]
+        terms.append((nll * w).sum() / w.sum())
     return torch.stack(terms).mean() if terms else logits[0].sum() * 0.0
 
 

@@ -157,14 +157,11 @@ def scale_factors(weights: str, canonical, imgsz: int) -> dict[str, float] | Non
     training scale (its model card's red-cell diameter over the field's origin's, then the fit of the
     training field size to ``imgsz``), as training and predict.py resize them; None for one origin,
     whose fields are each fitted to the input as the detector's reference source was."""
-    import pandas as pd
-
     from wbc.inference import model_card
     from wbc.rescale import fit_factor
     from wbc.training import training_scale
 
-    fields = pd.read_csv(canonical.root / "fields.csv", keep_default_na=False)
-    if fields["origin"].nunique() < 2:
+    if canonical.fields()["origin"].nunique() < 2:
         return None
     card = model_card(weights)
     reference, field_size = card.get("train_rbc_diameter_px"), card.get("train_field_size")
