@@ -22,6 +22,7 @@ import yaml  # noqa: E402
 
 from wbc.canonical import prepare  # noqa: E402
 from wbc.evaluation import coco  # noqa: E402
+from wbc.evaluation.audit import apply_audit, read_audit  # noqa: E402
 from wbc.evaluation.report import origin_table  # noqa: E402
 from wbc.evaluation.through_predict import add_split_arguments, predict_split, score_cells  # noqa: E402
 from wbc.paths import REPO_ROOT, new_run_dir  # noqa: E402
@@ -34,6 +35,7 @@ def main(argv=None):
     p.add_argument("--conf", type=float, default=0.25, help="predict.py's --conf (its default)")
     p.add_argument("--pixel-size", type=float)
     p.add_argument("--no-rescale", action="store_true")
+    p.add_argument("--audit", help="label audit CSV (e.g. data/audits/txl_pbc_val_wbc.csv): also score on the corrected labels")
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     canonical = prepare(args.data)
@@ -41,14 +43,19 @@ def main(argv=None):
     summary, cells_json, fields = predict_split(canonical, args.split, out, args.weights, conf=args.conf, pixel_size=args.pixel_size,
                                                 rescale=not args.no_rescale)
     class_map = yaml.safe_load(Path(args.class_map).read_text()) if args.class_map else None
-    result = score_cells(cells_json, coco.ground_truth(canonical, args.split), class_map, dict(zip(fields["image"], fields["origin"])))
-
+    gt, origins = coco.ground_truth(canonical, args.split), dict(zip(fields["image"], fields["origin"]))
+    result = score_cells(cells_json, gt, class_map, origins)
+    summary_md = f"# {args.weights} on {args.data} {args.split}, through predict.py (conf {args.conf})\n\n"
+    tables = [origin_table({**result["per_origin"], "all": {"images": len(fields), **result["pooled"]}})]
+    if args.audit:
+        corrected, counts = apply_audit(gt, read_audit(args.audit), args.audit)
+        result["audited"] = {"audit": args.audit, "corrections": counts, **score_cells(cells_json, corrected, class_map, origins)}
+        tables.append(f"On the audited labels ({args.audit}: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + "):\n\n"
+                      + origin_table({**result["audited"]["per_origin"], "all": {"images": len(fields), **result["audited"]["pooled"]}}))
     result["settings"] = {**vars(args), "predict_seconds": summary["seconds"], "rescaled": summary["rescaled"], "tiled": summary["tiled"]}
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
-    pooled = {"all": {"images": len(fields), **result["pooled"]}}
-    table = origin_table({**result["per_origin"], **pooled})
-    (out / "summary.md").write_text(f"# {args.weights} on {args.data} {args.split}, through predict.py (conf {args.conf})\n\n{table}\n")
-    print(table)
+    (out / "summary.md").write_text(summary_md + "\n\n".join(tables) + "\n")
+    print("\n\n".join(tables))
     print(f"{summary['rescaled']} fields resized, {summary['tiled']} tiled; predict {summary['seconds']:.0f} s; written to {out}")
 
 

@@ -177,3 +177,31 @@ def test_grouped_field_accuracy_counts_a_class_of_the_same_group_as_right():
     groups = {"NE": ["BNE", "SNE"], "IG": ["MMY", "MY", "PMY"]}
     assert grouped_accuracy(confusion, groups) == pytest.approx(7 / 8)
     assert grouped_accuracy(confusion, {}) == pytest.approx(3 / 8)
+
+
+def test_a_label_audit_corrects_the_ground_truth_and_refuses_what_it_cannot_match(tmp_path):
+    from wbc.errors import DatasetError
+    from wbc.evaluation.audit import apply_audit, read_audit
+
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "area": 400, "iscrowd": 0},
+                          {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50, 50, 30, 30], "area": 900, "iscrowd": 0}],
+          "categories": [{"id": 1, "name": "WBC"}, {"id": 2, "name": "RBC"}]}
+    audit = tmp_path / "audit.csv"
+    audit.write_text("image,class,x1,y1,x2,y2,verdict,note\n"
+                     "a.jpg,WBC,0,0,20,20,not_this_class,a red cell\n"
+                     "a.jpg,WBC,10,60,40,90,unlabelled,\n")
+    corrected, counts = apply_audit(gt, read_audit(audit), audit)
+    assert counts == {"not_this_class": 1, "duplicate": 0, "unlabelled": 1}
+    assert sorted(a["bbox"] for a in corrected["annotations"]) == [[10.0, 60.0, 30.0, 30.0], [50, 50, 30, 30]]
+    assert len(gt["annotations"]) == 2  # the published labels are left as they are
+
+    audit.write_text("image,class,x1,y1,x2,y2,verdict\na.jpg,WBC,60,0,80,20,duplicate\n")
+    with pytest.raises(DatasetError, match=r"audit.csv:2: no WBC box of a.jpg matches"):
+        apply_audit(gt, read_audit(audit), audit)
+    audit.write_text("image,class,x1,y1,x2,y2,verdict\na.jpg,WBC,0,0,20,20,wrong\n")
+    with pytest.raises(DatasetError, match=r"audit.csv:2: verdict 'wrong'"):
+        read_audit(audit)
+    audit.write_text("image,class,x1,y1,x2,y2,verdict\nb.jpg,WBC,0,0,20,20,duplicate\n")
+    with pytest.raises(DatasetError, match=r"audit.csv:2: image b.jpg is not in this split"):
+        apply_audit(gt, read_audit(audit), audit)

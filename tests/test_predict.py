@@ -59,6 +59,11 @@ def test_a_training_runs_checkpoint_takes_its_scale_from_the_run(tmp_path):
     assert model_card(weights) == {}
     (phase / "scale.json").write_text(json.dumps({"reference_origin": "PBC", "train_rbc_diameter_px": 72.5, "field_size": 363}))
     assert model_card(weights) == {"train_rbc_diameter_px": 72.5, "train_field_size": 363}
+    data = tmp_path / "data.yaml"  # and its WBC types from the data yaml the run trained on
+    data.write_text("names: [ERB, LY, RBC]\nwbc_classes: [ERB, LY]\nnrbc_classes: [ERB]\n")
+    (phase / "args.yaml").write_text(f"data: {data}\nimgsz: 352\n")
+    assert model_card(weights) == {"train_rbc_diameter_px": 72.5, "train_field_size": 363, "wbc_classes": ["ERB", "LY"], "nrbc_classes": ["ERB"]}
+    assert model_cell_types(weights, ["ERB", "LY", "RBC"]) == (["ERB", "LY"], ["ERB"])
     assert model_card(tmp_path / "elsewhere.pt") == {}
     weights.with_suffix(".json").write_text(json.dumps({"train_rbc_diameter_px": 70.0}))
     assert model_card(weights) == {"train_rbc_diameter_px": 70.0}
@@ -172,3 +177,33 @@ def test_a_cell_scored_as_two_types_is_one_cell(monkeypatch):
     monkeypatch.setattr(analyzer, "_forward", lambda x: (raw, []))
     cells = analyzer([np.full((352, 352, 3), 200, np.uint8)])[0]
     assert sorted(c.class_name for c in cells) == ["BNE", "RBC"]
+
+
+def test_a_cell_boxed_again_around_its_neighbour_is_one_cell(monkeypatch):
+    """A lymphocyte boxed alone (MO 0.47) and again with the red cell beside it (MO 0.43): IoU 0.55, so
+    NMS at 0.7 keeps both and the cell would be counted twice. The box lying wholly inside the other is
+    dropped; a platelet on a red cell and two WBCs side by side stay."""
+    import torch
+
+    from wbc.inference import WBCAnalyzer, nested_duplicates
+    from wbc.paths import DEFAULT_WEIGHTS
+
+    analyzer = WBCAnalyzer(DEFAULT_WEIGHTS, head=False, rescale=False, review=False)
+    names = list(analyzer.names.values())
+    raw = torch.zeros(1, 4 + len(names), 8)  # 8 anchors: ultralytics takes a last dimension of 6 for end-to-end output
+    boxes = {0: ([90, 90, 60, 60], "MO", 0.47), 1: ([80, 100, 80, 80], "MO", 0.43),  # the nested pair (xywh)
+             2: ([250, 250, 40, 40], "RBC", 0.9), 3: ([250, 250, 8, 8], "PLT", 0.6),  # a platelet on a red cell
+             4: ([200, 60, 50, 50], "LY", 0.8), 5: ([245, 60, 50, 50], "SNE", 0.7)}  # two WBCs touching
+    for j, (xywh, name, score) in boxes.items():
+        raw[0, :4, j] = torch.tensor(xywh, dtype=torch.float32)
+        raw[0, 4 + names.index(name), j] = score
+    monkeypatch.setattr(analyzer, "_forward", lambda x: (raw, []))
+    cells = analyzer([np.full((352, 352, 3), 200, np.uint8)])[0]
+    assert sorted((c.class_name, round(c.confidence, 2)) for c in cells) == [("LY", 0.8), ("MO", 0.47), ("PLT", 0.6), ("RBC", 0.9), ("SNE", 0.7)]
+
+    xyxy = torch.tensor([[0, 0, 100, 100], [10, 10, 60, 60], [0, 0, 100, 100]], dtype=torch.float32)
+    everyone = torch.ones(3, dtype=torch.bool)
+    # the inner box scoring higher keeps the inner box; the outer goes
+    assert nested_duplicates(xyxy[:2], torch.tensor([0.4, 0.9]), everyone[:2], 0.8).tolist() == [True, False]
+    assert nested_duplicates(xyxy[:2], torch.tensor([0.9, 0.4]), torch.tensor([True, False]), 0.8).tolist() == [False, False]
+    assert nested_duplicates(xyxy, torch.tensor([0.9, 0.5, 0.8]), everyone, 1.0).tolist() == [False, False, False]

@@ -83,7 +83,8 @@ def export_onnx(weights: str | Path, out: str | Path | None = None, imgsz: int |
     meta = {"names": analyzer.names, "imgsz": s, "stride": analyzer.stride, "layers": layers, "attributes": analyzer.attribute_specs,
             "attribute_classes": analyzer.attribute_classes, "weights": str(weights),
             "head_file": Path(written["head"]).name if "head" in written else None,
-            "train_rbc_diameter_px": analyzer.reference_rbc_px, "train_field_size": analyzer.field_size}  # fields at the training scale
+            "train_rbc_diameter_px": analyzer.reference_rbc_px, "train_field_size": analyzer.field_size,  # fields at the training scale
+            "nested": analyzer.nested, "nested_classes": analyzer.nested_classes}  # one box per cell, as WBCAnalyzer
     written["meta"] = str(out.with_suffix(".onnx.json"))
     Path(written["meta"]).write_text(json.dumps(meta, indent=2))
     return written
@@ -116,6 +117,7 @@ class OnnxAnalyzer(WBCAnalyzer):
         self.class_map, self.cell_classifier, self.head, self.head_path, self.device = None, None, None, None, torch.device("cpu")
         self.reference_rbc_px = meta.get("train_rbc_diameter_px") if rescale else None  # fields at the training scale, as WBCAnalyzer
         self.field_size, self.pixel_size = meta.get("train_field_size"), pixel_size
+        self.nested, self.nested_classes = meta.get("nested", 1.0), meta.get("nested_classes", [])  # older exports: NMS alone
         # no review model on this path (the graph does not expose the features it needs): predict's --review-conf decides
         self.review = self.review_path = self.operating_point = self.evidence = None
         self.keep_evidence, self.review_classes = False, set()

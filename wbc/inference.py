@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import scale_boxes
 
@@ -31,6 +32,33 @@ from wbc.paths import DEFAULT_WEIGHTS
 from wbc.review.features import Evidence, anchor_scores
 from wbc.review.model import ReviewModel, review_path_for
 from wbc.weights import load_yolo
+
+
+def nested_duplicates(boxes: torch.Tensor, scores: torch.Tensor, eligible: torch.Tensor, share: float) -> torch.Tensor:
+    """Mask of the boxes (xyxy, (n, 4)) to drop as second boxes of one cell: an ``eligible`` box of which
+    at least ``share`` of the area lies inside an eligible box of higher score. NMS at IoU 0.7 keeps such
+    pairs when the second box is much larger (a lymphocyte boxed alone and again with the red cell beside
+    it: IoU 0.55, but the small box lies wholly inside the large one). Only eligible boxes (the WBC types)
+    take part: a platelet lying on a red cell is two cells."""
+    n = len(boxes)
+    if n < 2 or share >= 1:
+        return torch.zeros(n, dtype=torch.bool, device=boxes.device)
+    lt = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    rb = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(2)
+    area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(1)
+    inside = inter / area.clamp(min=1e-9)[:, None]  # [i, j]: share of box i inside box j
+    order = scores.argsort(descending=True)
+    drop = torch.zeros(n, dtype=torch.bool, device=boxes.device)
+    for rank, i in enumerate(order.tolist()):
+        if not eligible[i]:
+            continue
+        higher = order[:rank]
+        higher = higher[eligible[higher] & ~drop[higher]]
+        # either box may be the inner one: the smaller box of the pair mostly inside the other
+        if len(higher) and ((inside[i, higher] >= share) | (inside[higher, i] >= share)).any():
+            drop[i] = True
+    return drop
 
 
 
@@ -56,16 +84,23 @@ def model_card(weights: str | Path) -> dict:
     """The model card's JSON beside the weights (``<stem>.json``, written by wbc.model_card). Without
     one, a checkpoint of a training run (``<phase dir>/weights/best.pt``) gets the training scale of
     its run's scale record (``<phase dir>/scale.json``), so that it sees fields at the scale it was
-    trained at before it is carded; otherwise {}."""
+    trained at before it is carded, and the WBC and nucleated red-cell types its training data yaml
+    declares (``args.yaml``'s ``data``); otherwise {}."""
     weights = Path(weights)
     card = weights.with_suffix(".json")
     if card.is_file():
         return json.loads(card.read_text())
-    record = weights.parent.parent / "scale.json"
-    if weights.parent.name == "weights" and record.is_file():
-        scale = json.loads(record.read_text())
-        return {"train_rbc_diameter_px": scale.get("train_rbc_diameter_px"), "train_field_size": scale.get("field_size")}
-    return {}
+    run = weights.parent.parent
+    if weights.parent.name != "weights" or not (run / "scale.json").is_file():
+        return {}
+    scale = json.loads((run / "scale.json").read_text())
+    found = {"train_rbc_diameter_px": scale.get("train_rbc_diameter_px"), "train_field_size": scale.get("field_size")}
+    args = yaml.safe_load((run / "args.yaml").read_text()) if (run / "args.yaml").is_file() else {}
+    data = Path(str(args.get("data", "")))
+    if data.suffix in (".yaml", ".yml") and data.is_file():
+        declared = yaml.safe_load(data.read_text()) or {}
+        found.update({k: declared[k] for k in ("wbc_classes", "nrbc_classes") if declared.get(k)})
+    return found
 
 
 @dataclass
@@ -120,9 +155,13 @@ class WBCAnalyzer:
     def __init__(self, weights: str | Path = DEFAULT_WEIGHTS, head: str | Path | bool | None = None, imgsz: int | None = None,
                  conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300, class_map: ClassMap | None = None,
                  cell_classifier: CellClassifier | None = None, rescale: bool = True, pixel_size: float | None = None,
-                 review: str | Path | bool | None = None, review_rate: float | None = None, keep_evidence: bool = False):
+                 review: str | Path | bool | None = None, review_rate: float | None = None, keep_evidence: bool = False,
+                 nested: float = 0.8):
         self.detector, self.names, args = load_detector(weights)
         self.model_names = dict(self.names)  # the detector's own classes (self.names changes under a class map)
+        card = model_card(weights)
+        # the classes whose nested second boxes are dropped (nested_duplicates): the WBC types, where known
+        self.nested, self.nested_classes = nested, [i for i, n in self.model_names.items() if n in card.get("wbc_classes", [])]
         self.class_map = None
         if class_map:
             self.map_classes(class_map)
@@ -137,7 +176,6 @@ class WBCAnalyzer:
         self.imgsz = input_size(imgsz, self.train_imgsz, self.stride)
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.cell_classifier = cell_classifier
-        card = model_card(weights)
         self.reference_rbc_px = card.get("train_rbc_diameter_px") if rescale else None
         self.field_size = card.get("train_field_size")
         self.pixel_size = pixel_size
@@ -250,6 +288,9 @@ class WBCAnalyzer:
         anchors = torch.arange(predictions.shape[2], device=predictions.device, dtype=predictions.dtype).expand(len(predictions), 1, -1)
         detections = non_max_suppression(torch.cat([predictions, predictions[:, 4:4 + nc], anchors], 1), self.conf, self.iou,
                                          agnostic=True, max_det=self.max_det, nc=nc)
+        # and a WBC-type box mostly inside a higher-scored one is the same cell boxed twice (nested_duplicates)
+        typed = torch.tensor(self.nested_classes, device=predictions.device)
+        detections = [d[~nested_duplicates(d[:, :4], d[:, 4], torch.isin(d[:, 5].long(), typed), self.nested)] for d in detections]
         # column 6: the model's own class, kept through a class map; 7 to 7 + nc: its class scores; then its anchor
         detections = [torch.cat([d[:, :6], d[:, 5:6], d[:, 6:]], 1) for d in detections]
         if self.class_map:
