@@ -40,7 +40,7 @@ def main(argv=None):
     spec = canonical.spec
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "differential_error")
     summary, cells_json, _ = predict_split(canonical, args.split, out, args.weights, review_rate=args.review_rate,
-                                           review=False if args.no_review_model else None)
+                                           review=False if args.no_review_model else None, colour=not args.no_colour_norm)
     groups = {c: truth for g in args.groups for truth, members in [g.split("=", 1)] for c in members.split(",")}
     boxes = canonical.attributes()
     boxes = boxes[boxes["split"] == args.split]

@@ -41,7 +41,7 @@ def main(argv=None):
     canonical = prepare(args.data)
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "predict_ap")
     summary, cells_json, fields = predict_split(canonical, args.split, out, args.weights, conf=args.conf, pixel_size=args.pixel_size,
-                                                rescale=not args.no_rescale)
+                                                rescale=not args.no_rescale, colour=not args.no_colour_norm)
     class_map = yaml.safe_load(Path(args.class_map).read_text()) if args.class_map else None
     gt, origins = coco.ground_truth(canonical, args.split), dict(zip(fields["image"], fields["origin"]))
     result = score_cells(cells_json, gt, class_map, origins)

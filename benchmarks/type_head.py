@@ -38,6 +38,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--head", required=True, help="a type head (wbc.attributes.train --types) of these weights")
+    p.add_argument("--no-colour-norm", action="store_true", help="fields in their own colours (predict.py --no-colour-norm)")
     p.add_argument("--data", default="data/pbc_wbcatt.yaml")
     p.add_argument("--split", default="val")
     p.add_argument("--groups", nargs="+", help="GROUP=CLASS,CLASS: also score with each group's classes as one")
@@ -55,7 +56,7 @@ def main(argv=None):
         p.error(f"--truth-attribute {args.truth_attribute}: {args.data} declares {', '.join(declared) or 'no attributes'}")
     attribute = declared[args.truth_attribute] if args.truth_attribute else None
     groups = parse_groups(args.groups)
-    analyzer = WBCAnalyzer(args.weights, args.head, review=False)
+    analyzer = WBCAnalyzer(args.weights, args.head, review=False, colour=not args.no_colour_norm)
     wbc = analyzer.head.config.classes
     cells = collect(analyzer, canonical, args.split, args.batch, progress=lambda it, n: TQDM(it, total=n, desc=f"cells ({args.split})"))
     table = matched_types(cells, truth_types(cells, wbc, attribute, parse_groups(args.truth_map)))

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from wbc.attributes.head import FeatureTap
+from wbc.colour import ColourReference
 from wbc.errors import UsageError
 from wbc.inference import WBCAnalyzer
 
@@ -84,7 +85,8 @@ def export_onnx(weights: str | Path, out: str | Path | None = None, imgsz: int |
             "attribute_classes": analyzer.attribute_classes, "weights": str(weights),
             "head_file": Path(written["head"]).name if "head" in written else None,
             "train_rbc_diameter_px": analyzer.reference_rbc_px, "train_field_size": analyzer.field_size,  # fields at the training scale
-            "nested": analyzer.nested, "nested_classes": analyzer.nested_classes}  # one box per cell, as WBCAnalyzer
+            "nested": analyzer.nested, "nested_classes": analyzer.nested_classes,  # one box per cell, as WBCAnalyzer
+            "colour_reference": analyzer.colour_reference.to_card() if analyzer.colour_reference else None}  # the training colours
     written["meta"] = str(out.with_suffix(".onnx.json"))
     Path(written["meta"]).write_text(json.dumps(meta, indent=2))
     return written
@@ -118,6 +120,7 @@ class OnnxAnalyzer(WBCAnalyzer):
         self.reference_rbc_px = meta.get("train_rbc_diameter_px") if rescale else None  # fields at the training scale, as WBCAnalyzer
         self.field_size, self.pixel_size = meta.get("train_field_size"), pixel_size
         self.nested, self.nested_classes = meta.get("nested", 1.0), meta.get("nested_classes", [])  # older exports: NMS alone
+        self.colour_reference = ColourReference.from_card(meta)  # older exports: fields in their own colours
         # no review model on this path (the graph does not expose the features it needs): predict's --review-conf decides
         self.review = self.review_path = self.operating_point = self.evidence = None
         self.keep_evidence, self.review_classes = False, set()

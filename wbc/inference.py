@@ -3,9 +3,10 @@ attribute head) every attribute's value and probability, pooled from the same fo
 
 Where the model card records the training scale (``train_rbc_diameter_px``, ``train_field_size``),
 each field is first resized so that its red cells are as large as in training (:mod:`wbc.rescale`:
-from a given pixel size, else estimated from the field), then letterboxed with the training fields'
-own gain (a smaller field is padded, a larger one gets a larger input); cells are reported in the
-original field's pixels."""
+from a given pixel size, else estimated from the field); where it records the training fields'
+colours (``colour_reference``), the field's colours are moved to them (:mod:`wbc.colour`); then it is
+letterboxed with the training fields' own gain (a smaller field is padded, a larger one gets a larger
+input); cells are reported in the original field's pixels."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from wbc.arguments import IMGSZ, check
 from wbc.attributes.data import letterbox, to_tensor, unletterbox
 from wbc.attributes.head import AttributeHead, FeatureTap, head_path_for
 from wbc.class_map import ClassMap
+from wbc.colour import ColourReference, normalize
 from wbc.classify.cell_classifier import CellClassifier
 from wbc.device import torch_device
 from wbc.errors import UsageError
@@ -83,8 +85,8 @@ class Cell:
 def model_card(weights: str | Path) -> dict:
     """The model card's JSON beside the weights (``<stem>.json``, written by wbc.model_card). Without
     one, a checkpoint of a training run (``<phase dir>/weights/best.pt``) gets the training scale of
-    its run's scale record (``<phase dir>/scale.json``), so that it sees fields at the scale it was
-    trained at before it is carded, and the WBC and nucleated red-cell types its training data yaml
+    its run's scale record (``<phase dir>/scale.json``), so that it sees fields at the scale (and in
+    the colours) it was trained at before it is carded, and the WBC and nucleated red-cell types its training data yaml
     declares (``args.yaml``'s ``data``); otherwise {}."""
     weights = Path(weights)
     card = weights.with_suffix(".json")
@@ -94,7 +96,8 @@ def model_card(weights: str | Path) -> dict:
     if weights.parent.name != "weights" or not (run / "scale.json").is_file():
         return {}
     scale = json.loads((run / "scale.json").read_text())
-    found = {"train_rbc_diameter_px": scale.get("train_rbc_diameter_px"), "train_field_size": scale.get("field_size")}
+    found = {"train_rbc_diameter_px": scale.get("train_rbc_diameter_px"), "train_field_size": scale.get("field_size"),
+             **({"colour_reference": scale["colour_reference"]} if scale.get("colour_reference") else {})}
     args = yaml.safe_load((run / "args.yaml").read_text()) if (run / "args.yaml").is_file() else {}
     data = Path(str(args.get("data", "")))
     if data.suffix in (".yaml", ".yml") and data.is_file():
@@ -156,7 +159,7 @@ class WBCAnalyzer:
                  conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300, class_map: ClassMap | None = None,
                  cell_classifier: CellClassifier | None = None, rescale: bool = True, pixel_size: float | None = None,
                  review: str | Path | bool | None = None, review_rate: float | None = None, keep_evidence: bool = False,
-                 nested: float = 0.8):
+                 nested: float = 0.8, colour: bool = True):
         self.detector, self.names, args = load_detector(weights)
         self.model_names = dict(self.names)  # the detector's own classes (self.names changes under a class map)
         card = model_card(weights)
@@ -177,6 +180,8 @@ class WBCAnalyzer:
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.cell_classifier = cell_classifier
         self.reference_rbc_px = card.get("train_rbc_diameter_px") if rescale else None
+        # each field's colours moved to the training fields' before the detector (wbc.colour), where the card records them
+        self.colour_reference = ColourReference.from_card(card) if colour else None
         self.field_size = card.get("train_field_size")
         self.pixel_size = pixel_size
         review_file = None if review is False else Path(review) if review else review_path_for(weights)
@@ -246,7 +251,8 @@ class WBCAnalyzer:
 
         factors = factors or [f.factor for f in self.field_scales(images)]
         work = [resize(im, f) for im, f in zip(images, factors)]
-        boxed = [letterbox(im, self.imgsz, self.stride, self.gain) for im in work]
+        seen = [normalize(im, self.colour_reference) for im in work] if self.colour_reference else work  # a crop classifier gets `work`
+        boxed = [letterbox(im, self.imgsz, self.stride, self.gain) for im in seen]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, b in enumerate(boxed):
             groups.setdefault(b[0].shape[:2], []).append(i)

@@ -93,9 +93,14 @@ def training_rbc_diameter(canonical) -> tuple[str, float | None]:
     (wbc.training.training_scale)."""
     from wbc.rescale import origin_rbc_diameters
 
-    fields = canonical.fields()
-    reference = fields[fields["split"] == "train"]["origin"].value_counts().idxmax()
+    reference = training_reference_origin(canonical)
     return reference, origin_rbc_diameters(canonical.root).get(reference)
+
+
+def training_reference_origin(canonical) -> str:
+    """The origin with the most train fields: the one whose scale and colours inference brings every field to."""
+    fields = canonical.fields()
+    return fields[fields["split"] == "train"]["origin"].value_counts().idxmax()
 
 
 def per_origin_section(metrics: dict) -> str:
@@ -118,7 +123,7 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
                wbc_classes: list[str] | None = None, history: str = "", nrbc_classes: list[str] | None = None,
                train_field_size: int | None = None, train_rbc_diameter_px: float | None = None,
                evaluations: dict[str, dict] | None = None, limits: str | None = None, train_data: str | None = None,
-               sections: dict[str, str] | None = None) -> None:
+               sections: dict[str, str] | None = None, colour_reference: dict | None = None) -> None:
     weights = out.with_suffix(".pt")
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     a = summary["args"]
@@ -170,10 +175,12 @@ def write_card(out: Path, data: str, command: str, result: dict, summary: dict, 
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     # wbc_classes: which of the model's classes are WBC types, nrbc_classes: which of those are nucleated red cells
     # (predict.py's differential count reads both); train_field_size: median longest side of the training images
-    # (predict.py's default tile); train_rbc_diameter_px: the red-cell diameter inference resizes every field to (wbc.rescale)
+    # (predict.py's default tile); train_rbc_diameter_px: the red-cell diameter inference resizes every field to (wbc.rescale);
+    # colour_reference: the CIELAB statistics inference moves every field's colours to (wbc.colour)
     out.with_suffix(".json").write_text(json.dumps({"result": result, "epochs": summary["epochs"], "train_seconds": summary["train_seconds"],
                                                     "wbc_classes": wbc_classes, "nrbc_classes": nrbc_classes or [],
-                                                    "train_field_size": train_field_size, "train_rbc_diameter_px": train_rbc_diameter_px},
+                                                    "train_field_size": train_field_size, "train_rbc_diameter_px": train_rbc_diameter_px,
+                                                    **({"colour_reference": colour_reference} if colour_reference else {})},
                                                    indent=2))
 
 
@@ -216,6 +223,8 @@ def main(argv=None):
         cells = collect(analyzer, canonical, args.split)
         result["attributes"] = {"split": args.split, "match_iou": 0.5,
                                 **attribute_metrics(cells, cells.matches(0.5), analyzer.attribute_specs)}
+    from wbc.colour import reference_of
+
     fields = canonical.fields()
     reference, rbc_diameter = training_rbc_diameter(canonical)
     train = fields[(fields["split"] == "train") & (fields["origin"] == reference)]
@@ -223,7 +232,8 @@ def main(argv=None):
     write_card(args.out, args.data, args.command, result, summary, args.machine, args.head_command, canonical.spec.wbc_classes, args.history,
                canonical.spec.nrbc_classes, field_size, rbc_diameter,
                {title: json.loads(Path(path).read_text()) for title, path in args.evaluation}, args.limits, args.train_data,
-               {title: Path(path).read_text() for title, path in args.section})
+               {title: Path(path).read_text() for title, path in args.section},
+               reference_of(canonical.root, reference).to_card())
     print(args.out.with_suffix(".md").read_text())
 
 

@@ -154,6 +154,7 @@ def predict(source: str | Path, out: Path, options: PredictOptions | None = None
                "tiled": sum(1 for r in images.values() if r.tiled), "rescaled": sum(1 for v in notes.values() if v["scale_factor"] != 1),
                "scale": dict(Counter(v["scale"] for v in notes.values())), "pixel_size_um": o.pixel_size,
                "train_rbc_diameter_px": analyzer.reference_rbc_px, "train_field_size": analyzer.field_size, "classes": analysis.names,
+               "colour_reference": analyzer.colour_reference.to_card() if analyzer.colour_reference else None,
                "cells": len(rows), "wbc": diff["run"]["wbc"], "seconds": time.time() - start,
                "complete": not interrupted and len(done) == len(chunks), "files": len(files), "chunks": len(chunks),
                "workers": workers or 1, "scheduler": scheduler,
@@ -164,7 +165,8 @@ def predict(source: str | Path, out: Path, options: PredictOptions | None = None
     log(differential_table(diff["run"]))
     for path, reason in skipped.items():
         log(f"skipped {path}: {reason}")
-    log(f"{summary['images']} images ({summary['rescaled']} resized to the training scale, {summary['tiled']} tiled, "
+    log(f"{summary['images']} images ({summary['rescaled']} resized to the training scale, "
+        f"{'in the training colours, ' if analyzer.colour_reference else ''}{summary['tiled']} tiled, "
         f"{summary['converted']} converted), {summary['skipped']} skipped, "
         f"{summary['cells']} cells, {summary['wbc']} WBC in {summary['seconds']:.1f} s; written to {out}")
     if interrupted:

@@ -48,6 +48,8 @@ class PredictOptions:
                                       "diameter, 7.5 µm); each field is resized to the scale the model was trained on (its model "
                                       "card records it)", rule=PIXEL_SIZE)
     rescale: bool = option(True, "run every field at the size it comes (no resizing to the training scale)", negate="--no-rescale")
+    colour: bool = option(True, "run every field in its own colours (no normalisation of its CIELAB mean and spread to the training "
+                          "fields', which the model card records)", negate="--no-colour-norm")
     tile: int | None = option(None, "fields (after resizing to the training scale) with a side above 1.5 x this many pixels are "
                               "tiled (default: the training fields' size from the model card, else 1.5 x the input size)", rule=TILE)
     overlap: int | None = option(None, "tile overlap in pixels, larger than a cell, at most half the tile (default: a third of "

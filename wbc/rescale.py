@@ -98,8 +98,8 @@ class ScaledYOLODataset(YOLODataset):
     normalised, so they follow. ``label_names``: every class id a label file may hold (label sets
     included), when the model has fewer classes."""
 
-    def __init__(self, *args, factors: dict[str, float], imgsz: int, fit: float, label_names=None, **kwargs):
-        self.factors, self.fit = factors, fit
+    def __init__(self, *args, factors: dict[str, float] | None, imgsz: int, fit: float, label_names=None, colour=None, **kwargs):
+        self.factors, self.fit, self.colour = factors, fit, colour
         if label_names is not None:
             kwargs["data"] = {**kwargs["data"], "names": dict(enumerate(label_names))}
         super().__init__(*args, imgsz=imgsz, **kwargs)
@@ -109,18 +109,24 @@ class ScaledYOLODataset(YOLODataset):
         im, hw0, hw = super().load_image(i, rect_mode, resize_short)
         if not fresh:
             return im, hw0, hw
-        wanted = self.factors.get(Path(self.im_files[i]).name, 1.0) * self.fit  # of the original pixels
-        extra = wanted * max(hw0) / max(hw)
-        if abs(extra - 1) > 1e-3:
-            im = resize(im, extra)
-            if self.ims[i] is not None:  # ultralytics buffered the image: buffer the rescaled one
-                self.ims[i], self.im_hw[i] = im, im.shape[:2]
+        if self.factors is not None:
+            wanted = self.factors.get(Path(self.im_files[i]).name, 1.0) * self.fit  # of the original pixels
+            extra = wanted * max(hw0) / max(hw)
+            if abs(extra - 1) > 1e-3:
+                im = resize(im, extra)
+        if self.colour is not None:  # as inference does (wbc.colour), after the resize
+            from wbc.colour import normalize
+
+            im = normalize(im, self.colour)
+        if self.ims[i] is not None:  # ultralytics buffered the image: buffer the rescaled one
+            self.ims[i], self.im_hw[i] = im, im.shape[:2]
         return im, hw0, im.shape[:2]
 
 
-def scaled_dataset(cfg, img_path: str, batch: int | None, data: dict, mode: str, stride: int, factors: dict[str, float],
-                   fit: float, label_names: list[str] | None = None, classes: list[int] | None = None) -> ScaledYOLODataset:
-    """ultralytics' ``build_yolo_dataset`` for detection, with every image at its own scale."""
+def scaled_dataset(cfg, img_path: str, batch: int | None, data: dict, mode: str, stride: int, factors: dict[str, float] | None,
+                   fit: float, label_names: list[str] | None = None, classes: list[int] | None = None, colour=None) -> ScaledYOLODataset:
+    """ultralytics' ``build_yolo_dataset`` for detection, with every image at its own scale (``factors``;
+    None: as ultralytics loads it) and, with a ``colour`` reference, in its colours (:mod:`wbc.colour`)."""
     from ultralytics.data.build import get_split_fraction
     from ultralytics.utils import colorstr
 
@@ -130,7 +136,7 @@ def scaled_dataset(cfg, img_path: str, batch: int | None, data: dict, mode: str,
         cache=cfg.cache or None, single_cls=cfg.single_cls or False, stride=stride, pad=0.0 if train else 0.5,
         prefix=colorstr(f"{mode}: "), task=cfg.task, classes=cfg.classes if classes is None else classes, data=data,
         fraction=get_split_fraction(cfg.fraction, "train" if train else cfg.split or "val"), factors=factors, fit=fit,
-        label_names=label_names)
+        label_names=label_names, colour=colour)
 
 
 def fit_factor(imgsz: int, field_size: int) -> float:

@@ -120,8 +120,11 @@ def training_scale(canonical_root: Path, given: dict | None = None) -> dict:
                 ", ".join(f"{o} x{d_ref / d:.2f}" for o, d in sorted(diameters.items()) if d_ref) +
                 (f"; no estimate, kept as they are: {missing}" if missing else ""))
     field_size = given["field_size"] if given else int(np.median(np.maximum(ref["width"], ref["height"])))
+    from wbc.colour import reference_of
+
+    colours = reference_of(canonical_root, train["origin"].value_counts().idxmax()).to_card()  # training's own colours (wbc.colour)
     return {"reference_origin": reference, "train_rbc_diameter_px": d_ref, "field_size": field_size,
-            "origin_rbc_diameter_px": diameters, "factors": factors}
+            "origin_rbc_diameter_px": diameters, "factors": factors, "colour_reference": colours}
 
 
 @dataclass

@@ -23,13 +23,14 @@ class KeepPredictionsValidator(DetectionValidator):
     target_classes: ClassMap | None = None  # (DetectionValidator.class_map is its COCO category-id list)
     factors: dict[str, float] | None = None  # image file name -> resize to the training scale (wbc.rescale)
     fit: float = 1.0  # the training fields' letterbox gain
+    colour = None  # a wbc.colour.ColourReference: fields in the training fields' colours, as inference sees them
 
     def build_dataset(self, img_path, mode="val", batch=None):
-        if not self.factors:
+        if not self.factors and self.colour is None:
             return super().build_dataset(img_path, mode, batch)
         from wbc.rescale import scaled_dataset
 
-        return scaled_dataset(self.args, img_path, batch, self.data, mode, self.stride, self.factors, self.fit)
+        return scaled_dataset(self.args, img_path, batch, self.data, mode, self.stride, self.factors or None, self.fit, colour=self.colour)
 
     def init_metrics(self, model):
         super().init_metrics(model)
@@ -55,19 +56,20 @@ class KeepPredictionsValidator(DetectionValidator):
 
 def validate(weights: str | Path, canonical: CanonicalDataset, split: str, imgsz: int, batch: int, iou: float,
              device: str, save_dir: Path, plots: bool = True, class_map: ClassMap | None = None,
-             factors: dict[str, float] | None = None, fit: float = 1.0) -> tuple[dict, list[dict]]:
+             factors: dict[str, float] | None = None, fit: float = 1.0, colour=None) -> tuple[dict, list[dict]]:
     """(metrics, predictions). Metrics: overall and per-class P, R, mAP50, mAP50-95 at the validator's
     conf 0.001 (P and R at the confidence of best mean F1, as ultralytics reports them). Predictions:
     ultralytics' COCO records with ``file_name``, ``category_id`` (class + 1), ``bbox`` xywh, ``score``.
     ``factors``: resize each image (by file name) by this on top of ``fit``, the letterbox gain of a
-    training field (:mod:`wbc.rescale`)."""
+    training field (:mod:`wbc.rescale`). ``colour``: a :class:`wbc.colour.ColourReference` each field's
+    colours are moved to, as inference does."""
     from wbc.weights import load_yolo
 
     yolo = load_yolo(weights)
     args = {**yolo.overrides, "rect": True, "data": str(canonical.validation_yaml(split)), "split": split, "imgsz": imgsz, "batch": batch,
             "conf": 0.001, "iou": iou, "device": device, "plots": plots, "save_json": True, "verbose": False, "mode": "val"}
     validator = KeepPredictionsValidator(save_dir=save_dir, args=args, _callbacks=yolo.callbacks)
-    validator.target_classes, validator.factors, validator.fit = class_map, factors, fit
+    validator.target_classes, validator.factors, validator.fit, validator.colour = class_map, factors, fit, colour
     validator(model=yolo.model)
     box = validator.metrics.box
     per_class = {}

@@ -71,7 +71,8 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
              conf: float = 0.25, iou: float = 0.7, match_iou: float = 0.5, head: str | Path | bool | None = None,
              device: str = "cpu", data_root: str | None = None, attridet_csv: bool = False, plots: bool = True,
              class_map: str | Path | None = None, cell_classifier: str | Path | None = None, log=print,
-             pixel_size: float | None = None, rescale: bool = True, field_groups: dict[str, list[str]] | None = None) -> dict:
+             pixel_size: float | None = None, rescale: bool = True, field_groups: dict[str, list[str]] | None = None,
+             colour: bool = True) -> dict:
     """Evaluate and write everything to ``out`` (created). Returns the content of metrics.json. ``class_map``:
     a yaml mapping the model's classes to the dataset's, for a model trained on other classes."""
     start = time.time()
@@ -81,7 +82,7 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
         raise DatasetError(canonical.spec.yaml_path, f"no split '{split}' ({why})")
     analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device,
                            cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None,
-                           rescale=rescale, pixel_size=pixel_size)
+                           rescale=rescale, pixel_size=pixel_size, colour=colour)
     names = canonical.spec.names
     if class_map:
         analyzer.map_classes(load_class_map(class_map, list(analyzer.names.values()), names))
@@ -94,7 +95,7 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
     settings = {"weights": str(weights), "head": str(analyzer.head_path) if analyzer.head else None, "data": str(data), "split": split,
                 "imgsz": analyzer.imgsz, "batch": batch, "conf": conf, "iou": iou, "match_iou": match_iou, "device": device,
                 "class_map": str(class_map) if class_map else None, "cell_classifier": str(cell_classifier) if cell_classifier else None,
-                "pixel_size": pixel_size, "rescale": bool(analyzer.gain)}
+                "pixel_size": pixel_size, "rescale": bool(analyzer.gain), "colour_normalised": analyzer.colour_reference is not None}
     result = {"settings": settings}
     predictions, factors = _detection(result, analyzer, weights, canonical, split, batch, iou, device, out, plots, log)
     if has_field_classes(canonical, split):
@@ -121,7 +122,7 @@ def _detection(result: dict, analyzer: WBCAnalyzer, weights, canonical: Canonica
         large = float(np.percentile(sides, 95))  # not the largest: one outlier estimate would make every batch that big
         imgsz = max(imgsz, -(-round(large) // analyzer.stride) * analyzer.stride)
     ultralytics, predictions = validate(weights, canonical, split, imgsz, batch, iou, device, out, plots, class_map, factors,
-                                        analyzer.gain or 1.0)
+                                        analyzer.gain or 1.0, analyzer.colour_reference)
     gt = coco.ground_truth(canonical, split)
     dets = coco.detections(predictions, gt)
     (out / "coco_ground_truth.json").write_text(json.dumps(gt))
@@ -287,6 +288,8 @@ def main(argv=None):
     p.add_argument("--pixel-size", type=PIXEL_SIZE, help="µm per pixel of the fields (default: estimated per field from its red cells); "
                    "fields are resized to the scale the model was trained on, as predict.py does")
     p.add_argument("--no-rescale", action="store_true", help="evaluate every field at the size it comes")
+    p.add_argument("--no-colour-norm", action="store_true", help="evaluate every field in its own colours (no normalisation to the "
+                   "training fields' colours, which predict.py does where the model card records them)")
     p.add_argument("--field-groups", nargs="+", metavar="GROUP=A,B", help="also score the WBC type per field with classes grouped, "
                    "e.g. NE=BNE,SNE IG=MMY,MY,PMY (PBC's published 8-group scheme)")
     p.add_argument("--attridet-csv", action="store_true", help="also write AttriDet's test.csv layout")
@@ -299,5 +302,5 @@ def main(argv=None):
     result = evaluate(args.weights, args.data, out, args.split, args.imgsz, args.batch, args.conf, args.iou, args.match_iou,
                       False if args.no_head else args.head, args.device, args.data_root, args.attridet_csv, not args.no_plots,
                       args.class_map, args.cell_classifier, pixel_size=args.pixel_size, rescale=not args.no_rescale,
-                      field_groups=parse_groups(args.field_groups))
+                      field_groups=parse_groups(args.field_groups), colour=not args.no_colour_norm)
     print(f"{result['images']} images in {result['wall_seconds']:.0f} s; written to {out}")

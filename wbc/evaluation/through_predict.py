@@ -12,12 +12,14 @@ from wbc.predict import predict
 
 
 def add_split_arguments(parser) -> None:
-    """The arguments every such benchmark takes: --data, --split, --weights."""
+    """The arguments every such benchmark takes: --data, --split, --weights, --no-colour-norm (pass
+    ``colour=not args.no_colour_norm`` to :func:`predict_split`)."""
     from wbc.paths import DEFAULT_WEIGHTS
 
     parser.add_argument("--data", required=True, help="dataset yaml")
     parser.add_argument("--split", default="val")
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    parser.add_argument("--no-colour-norm", action="store_true", help="fields in their own colours (predict.py --no-colour-norm)")
 
 
 def predict_split(canonical: CanonicalDataset, split: str, out: Path, weights, origin: str | None = None,

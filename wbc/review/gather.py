@@ -52,11 +52,14 @@ class SplitEvidence:
 EVIDENCE_VERSION = 2  # raise when what a cell's evidence holds changes: older caches are then not read
 
 
-def _key(*paths) -> str:
+def _key(*paths, colour=None) -> str:
+    """Of the files (path and time) and the colours the analyzer moves fields to (wbc.colour)."""
     digest = hashlib.sha1(str(EVIDENCE_VERSION).encode())
     for p in paths:
         p = Path(p)
         digest.update(f"{p.resolve()}:{p.stat().st_mtime_ns}".encode())
+    if colour is not None:
+        digest.update(repr(colour.to_card()).encode())
     return digest.hexdigest()[:12]
 
 
@@ -65,7 +68,8 @@ def gather(analyzer: WBCAnalyzer, canonical: CanonicalDataset, split: str, batch
     """Run (or read from the cache, where ``weights`` is given) the evidence of ``split``'s true WBC-type cells."""
     cache = None
     if weights is not None:
-        cache = cache_root() / "review" / f"{canonical.spec.name}-{split}-{_key(weights, canonical.spec.yaml_path)}.npz"
+        key = _key(weights, canonical.spec.yaml_path, colour=analyzer.colour_reference)
+        cache = cache_root() / "review" / f"{canonical.spec.name}-{split}-{key}.npz"
         if cache.is_file():
             return SplitEvidence.load(cache)
     if not analyzer.keep_evidence:

@@ -1,0 +1,104 @@
+"""Colour normalisation of a field to the model's training fields, before the detector sees it.
+
+Reinhard et al. 2001 ("Color transfer between images"), in CIELAB: each channel of the field is
+shifted and scaled so that its mean and standard deviation over the field match those of the
+reference, the training fields of the model's reference origin (the one its scale comes from, PBC
+for the shipped model). A smear of another stain batch, camera or lamp then reaches the network
+nearer the colours it was trained on. Measured in docs/cross_source.md: on a source the model never
+saw, it is the largest single gain in typing.
+
+The reference lives in the model card (key ``colour_reference``). Per-channel gains are clipped to
+[1 / MAX_GAIN, MAX_GAIN], so that a nearly uniform field (a blank tile, a field of background)
+is not turned into amplified noise. Normalise a whole field once, before tiling it.
+
+    python -m wbc.colour --data data/wbc_multisource.yaml --card weights/wbc_multisource_yolov5n_352.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+MAX_GAIN = 4.0  # the largest gain measured on real fields is 3.3 (a pale LeukemiaAttri sample's a* channel)
+
+
+@dataclass(frozen=True)
+class ColourReference:
+    mean: tuple[float, float, float]  # CIELAB as OpenCV holds it for 8-bit images (each channel 0-255)
+    std: tuple[float, float, float]
+    fields: int
+    source: str
+
+    def to_card(self) -> dict:
+        return {"lab_mean": list(self.mean), "lab_std": list(self.std), "fields": self.fields, "source": self.source}
+
+    @classmethod
+    def from_card(cls, card: dict) -> ColourReference | None:
+        entry = card.get("colour_reference")
+        if not entry:
+            return None
+        return cls(tuple(entry["lab_mean"]), tuple(entry["lab_std"]), int(entry.get("fields", 0)), str(entry.get("source", "")))
+
+
+def lab_statistics(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, standard deviation) of a BGR uint8 image's CIELAB channels."""
+    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32)
+    return lab.mean(0), lab.std(0)
+
+
+def normalize(image: np.ndarray, reference: ColourReference) -> np.ndarray:
+    """The BGR uint8 field with its CIELAB mean and standard deviation moved to the reference's."""
+    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).astype(np.float32)
+    mean, std = lab.reshape(-1, 3).mean(0), lab.reshape(-1, 3).std(0)
+    gain = np.clip(np.asarray(reference.std, np.float32) / np.maximum(std, 1e-3), 1 / MAX_GAIN, MAX_GAIN)
+    out = (lab - mean) * gain + np.asarray(reference.mean, np.float32)
+    return cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
+def reference_of(canonical_root: str | Path, origin: str, split: str = "train", sample: int = 300) -> ColourReference:
+    """The mean of the per-field CIELAB means and standard deviations of up to ``sample`` fields of
+    ``origin`` in a canonical dataset's ``split`` (a fixed sample, ranked by a hash of the file name, as
+    :func:`wbc.rescale.origin_rbc_diameters`)."""
+    import pandas as pd
+
+    root = Path(canonical_root)
+    fields = pd.read_csv(root / "fields.csv", keep_default_na=False)
+    names = fields[(fields["split"] == split) & (fields["origin"] == origin)]["image"]
+    if names.empty:
+        raise ValueError(f"{root / 'fields.csv'}: no {split} fields of origin {origin!r}")
+    names = sorted(names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())[:sample]
+    stats = [lab_statistics(cv2.imread(str(root / "images" / split / n))) for n in names]
+    mean = np.mean([m for m, _ in stats], 0)
+    std = np.mean([s for _, s in stats], 0)
+    return ColourReference(tuple(round(float(v), 3) for v in mean), tuple(round(float(v), 3) for v in std), len(names),
+                           f"{origin} {split} fields")
+
+
+def main(argv=None):
+    from wbc.canonical import prepare
+    from wbc.model_card import training_reference_origin
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="the dataset yaml the model was trained on")
+    p.add_argument("--card", type=Path, required=True, help="the model card's JSON (<weights stem>.json): its colour_reference is set")
+    p.add_argument("--origin", help="the reference origin (default: the one with the most train fields, as the training scale)")
+    p.add_argument("--sample", type=int, default=300)
+    args = p.parse_args(argv)
+    canonical = prepare(args.data)
+    reference = reference_of(canonical.root, args.origin or training_reference_origin(canonical), sample=args.sample)
+    card = json.loads(args.card.read_text()) if args.card.is_file() else {}
+    card["colour_reference"] = reference.to_card()
+    args.card.write_text(json.dumps(card, indent=2))
+    print(f"{args.card}: colour_reference from {reference.fields} {reference.source}: CIELAB mean {reference.mean}, std {reference.std}")
+
+
+if __name__ == "__main__":
+    from wbc.cli import run
+
+    run(main)
