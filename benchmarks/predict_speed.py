@@ -1,7 +1,7 @@
 """Inference speed, in one run on the same images: (a) plain ultralytics predict of the detector
 weights, (b) our pipeline (WBCAnalyzer: detector + attribute head, one detector pass), (c) the same
 pipeline on onnxruntime, (d) (b) without resizing fields to the training scale (the red-cell
-estimate's share of (b)'s time is measured as well). Each path runs in its own process (so that peak memory is its own), on
+estimate's and the colour normalisation's shares of (b)'s time are measured as well). Each path runs in its own process (so that peak memory is its own), on
 images decoded beforehand, after one untimed warm-up batch, with the thread count plain ultralytics
 sets for itself on a CPU (``NUM_THREADS``: cores - 1, at most 8) for all three; the paths are run in turn ``--repeats``
 times and each path's fastest run is reported (run-to-run spread on a shared 2-core machine is
@@ -32,7 +32,7 @@ PATHS = {"a": "plain ultralytics predict", "b": "WBCAnalyzer (detector + attribu
 
 
 def worker(path: str, images_file: Path, weights: str, onnx: str, imgsz: int, batch: int) -> dict:
-    scale_seconds = [0.0]
+    scale_seconds, colour_seconds = [0.0], [0.0]
     files = [Path(line) for line in images_file.read_text().splitlines()]
     images = [cv2.imread(str(f)) for f in files]
     if path == "a":
@@ -60,6 +60,17 @@ def worker(path: str, images_file: Path, weights: str, onnx: str, imgsz: int, ba
                 return found
 
             analyzer.field_scales = timed_scales
+            import wbc.inference
+
+            normalize = wbc.inference.normalize
+
+            def timed_normalize(image, reference):  # the colour normalisation's own share
+                t = time.perf_counter()
+                out = normalize(image, reference)
+                colour_seconds[0] += time.perf_counter() - t
+                return out
+
+            wbc.inference.normalize = timed_normalize
         else:
             from wbc.export import OnnxAnalyzer
 
@@ -69,7 +80,7 @@ def worker(path: str, images_file: Path, weights: str, onnx: str, imgsz: int, ba
             return sum(map(len, analyzer(chunk)))
 
     run(images[:batch])  # warm-up, not timed
-    scale_seconds[0] = 0.0
+    scale_seconds[0] = colour_seconds[0] = 0.0
     start, cells = time.perf_counter(), 0
     for i in range(0, len(images), batch):
         cells += run(images[i:i + batch])
@@ -77,7 +88,7 @@ def worker(path: str, images_file: Path, weights: str, onnx: str, imgsz: int, ba
     import torch
 
     return {"images": len(images), "seconds": seconds, "images_per_s": len(images) / seconds, "cells": cells, "torch_threads": torch.get_num_threads(),
-            "scale_estimate_seconds": scale_seconds[0],
+            "scale_estimate_seconds": scale_seconds[0], "colour_seconds": colour_seconds[0],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -128,9 +139,11 @@ def main():
     ratios = {"b_over_a_time": results["a"]["images_per_s"] / results["b"]["images_per_s"],
               "c_over_a_time": results["a"]["images_per_s"] / results["c"]["images_per_s"],
               "b_over_d_time": results["d"]["images_per_s"] / results["b"]["images_per_s"],
-              "scale_estimate_share_of_b": results["b"]["scale_estimate_seconds"] / results["b"]["seconds"]}
+              "scale_estimate_share_of_b": results["b"]["scale_estimate_seconds"] / results["b"]["seconds"],
+              "colour_share_of_b": results["b"]["colour_seconds"] / results["b"]["seconds"]}
     print(f"time ratio (b)/(a) = {ratios['b_over_a_time']:.3f} (target <= 1.15); (c)/(a) = {ratios['c_over_a_time']:.3f} (target < 1); "
-          f"(b)/(d) = {ratios['b_over_d_time']:.3f}; the red-cell estimate is {ratios['scale_estimate_share_of_b'] * 100:.1f}% of (b)'s time")
+          f"(b)/(d) = {ratios['b_over_d_time']:.3f}; the red-cell estimate is {ratios['scale_estimate_share_of_b'] * 100:.1f}% of (b)'s time, "
+          f"the colour normalisation {ratios['colour_share_of_b'] * 100:.1f}%")
     (out / "results.json").write_text(json.dumps({"results": results, "ratios": ratios, "imgsz": args.imgsz, "batch": args.batch,
                                                   "weights": args.weights, "machine": f"{platform.machine()}, {platform.processor()}",
                                                   "images": {"pbc_val": args.pbc, "bccd_val": args.bccd}}, indent=2))

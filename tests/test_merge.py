@@ -96,12 +96,20 @@ def test_multisource_training_runs_with_label_sets_and_saves_a_typed_detector(so
 
     from wbc.training import train
 
-    result = train(str(sources), "yolov5n", [1], [1], ["no-augmentation"], "ms", imgsz=64, batch=4, device="cpu", workers=0,
+    from wbc.paths import REPO_ROOT
+
+    hyp = tmp_path / "hyp.colour.yaml"  # no augmentation, fields in the reference origin's colours (wbc/colour.py)
+    hyp.write_text((REPO_ROOT / "hyps" / "hyp.no-augmentation.yaml").read_text() + "\ncolour_norm: 1\n")
+    result = train(str(sources), "yolov5n", [1], [1], [str(hyp)], "ms", imgsz=64, batch=4, device="cpu", workers=0,
                    project=tmp_path, extra={"plots": False, "warmup_epochs": 0})
     phase = result[0].save_dir
     assert YOLO(str(phase / "weights" / "last.pt")).names == {0: "LY", 1: "MO", 2: "NE", 3: "RBC", 4: "PLT"}
     record = yaml.safe_load((phase / "scale.json").read_text())
     assert record["reference_origin"] in ("Typed-lab", "Big-lab") and record["train_rbc_diameter_px"] > 0
+    assert record["trained_in_reference_colours"] and len(record["colour_reference"]["lab_mean"]) == 3
+    from wbc.inference import model_card
+
+    assert model_card(phase / "weights" / "best.pt")["colour_reference"] == record["colour_reference"]  # inference sees them too
 
     # a type head on its features: every origin at its training scale, stained copies, untyped WBCs as a set
     from wbc.attributes.train import train_head

@@ -46,19 +46,25 @@ class ColourReference:
         return cls(tuple(entry["lab_mean"]), tuple(entry["lab_std"]), int(entry.get("fields", 0)), str(entry.get("source", "")))
 
 
+def _lab_statistics(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = cv2.meanStdDev(lab)
+    return mean.ravel(), std.ravel()
+
+
 def lab_statistics(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mean, standard deviation) of a BGR uint8 image's CIELAB channels."""
-    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32)
-    return lab.mean(0), lab.std(0)
+    return _lab_statistics(cv2.cvtColor(image, cv2.COLOR_BGR2LAB))
 
 
 def normalize(image: np.ndarray, reference: ColourReference) -> np.ndarray:
-    """The BGR uint8 field with its CIELAB mean and standard deviation moved to the reference's."""
-    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).astype(np.float32)
-    mean, std = lab.reshape(-1, 3).mean(0), lab.reshape(-1, 3).std(0)
-    gain = np.clip(np.asarray(reference.std, np.float32) / np.maximum(std, 1e-3), 1 / MAX_GAIN, MAX_GAIN)
-    out = (lab - mean) * gain + np.asarray(reference.mean, np.float32)
-    return cv2.cvtColor(np.clip(out + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+    """The BGR uint8 field with its CIELAB mean and standard deviation moved to the reference's. The
+    8-bit CIELAB values take 256 levels per channel, so the per-channel affine map is a lookup table."""
+    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB)
+    mean, std = _lab_statistics(lab)
+    gain = np.clip(np.asarray(reference.std) / np.maximum(std, 1e-3), 1 / MAX_GAIN, MAX_GAIN)
+    levels = np.arange(256, dtype=np.float64)[:, None]
+    table = np.clip((levels - mean) * gain + np.asarray(reference.mean) + 0.5, 0, 255).astype(np.uint8)  # (256, 3)
+    return cv2.cvtColor(cv2.LUT(lab, table[:, None, :]), cv2.COLOR_LAB2BGR)
 
 
 def reference_of(canonical_root: str | Path, origin: str, split: str = "train", sample: int = 300) -> ColourReference:

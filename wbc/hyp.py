@@ -19,8 +19,9 @@ SAME = {
 SCALED = {"box": 7.5 / 0.05, "cls": 0.5 / 0.5}
 # Terms of the anchor-based YOLOv5 loss that the anchor-free v5u head has no counterpart for.
 ANCHOR_ONLY = {"cls_pw", "obj", "obj_pw", "iou_t", "anchor_t", "fl_gamma", "anchors"}
-# This project's own keys (used by later training stages), passed through unchanged.
-OWN = {"attribute"}
+# This project's own keys, passed through unchanged: attribute (the joint head's loss weight), colour_norm (1: train on
+# fields in the reference origin's colours, wbc/colour.py, as inference sees them).
+OWN = {"attribute", "colour_norm"}
 # Keys this project turns into ultralytics arguments of its own: stain -> augmentations (wbc/stain.py).
 AUGMENT = {"stain"}
 

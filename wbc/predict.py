@@ -56,6 +56,14 @@ def scale_note(notes: dict[str, dict], reference_px: float | None) -> str:
             f"{factors[0]:.2f}–{factors[-1]:.2f} (per field in cells.json).")
 
 
+def colour_note(reference) -> str:
+    """One sentence on the colours the detector saw the fields in, for the report (after :func:`scale_note`)."""
+    if reference is None:
+        return " Fields were analysed in their own colours."
+    return (f" The detector saw each field in the training fields' colours (its CIELAB mean and spread moved to those of "
+            f"{reference.fields} {reference.source}; the images here are as they came).")
+
+
 def cell_rows(image: str, cells: list[Cell], wbc: set[str], review_conf: float) -> list[dict]:
     rows = []
     for i, c in enumerate(cells):
@@ -149,7 +157,8 @@ def predict(source: str | Path, out: Path, options: PredictOptions | None = None
         csv.writer(f).writerows([("file", "reason"), *skipped.items()])
     if o.report:
         write_report(out / "report.html", f"WBC analysis: {Path(str(source)).name}", diff, cells_by_image,
-                     {n: r.crops for n, r in images.items()}, wbc_list, skipped, scale_note(notes, analyzer.reference_rbc_px))
+                     {n: r.crops for n, r in images.items()}, wbc_list, skipped,
+                     scale_note(notes, analyzer.reference_rbc_px) + colour_note(analyzer.colour_reference))
     summary = {"images": len(cells_by_image), "skipped": len(skipped), "converted": sum(1 for v in notes.values() if v["note"]),
                "tiled": sum(1 for r in images.values() if r.tiled), "rescaled": sum(1 for v in notes.values() if v["scale_factor"] != 1),
                "scale": dict(Counter(v["scale"] for v in notes.values())), "pixel_size_um": o.pixel_size,

@@ -58,6 +58,7 @@ class MultiSourceTrainer(WBCDetectionTrainer):
     scores typed boxes only (a set-labelled box has no class to score)."""
 
     SCALE_RECORD = "scale.json"
+    colour_norm: bool = False  # hyp key colour_norm: train (and validate) on fields in the reference colours (wbc/colour.py)
 
     def get_dataset(self):
         data = super().get_dataset()
@@ -73,10 +74,13 @@ class MultiSourceTrainer(WBCDetectionTrainer):
 
         from wbc.rescale import fit_factor, scaled_dataset
 
+        from wbc.colour import ColourReference
+
         gs = max(int(unwrap_model(self.model).stride.max()), 32) if self.model else 32
+        colour = ColourReference.from_card(self.scale) if self.colour_norm else None
         return scaled_dataset(self.args, img_path, batch, self.data, mode, gs, self.scale["factors"],
                               fit_factor(self.args.imgsz, self.scale["field_size"]), self.label_names,
-                              None if mode == "train" else list(range(self.data["nc"])))
+                              None if mode == "train" else list(range(self.data["nc"])), colour=colour)
 
     def _setup_train(self):
         from ultralytics.utils.torch_utils import unwrap_model
@@ -84,7 +88,7 @@ class MultiSourceTrainer(WBCDetectionTrainer):
         from wbc.partial_labels import PartialLabelDetectionLoss, set_matrix
 
         super()._setup_train()
-        record = {k: v for k, v in self.scale.items() if k != "factors"}
+        record = {**{k: v for k, v in self.scale.items() if k != "factors"}, "trained_in_reference_colours": self.colour_norm}
         (Path(self.save_dir) / self.SCALE_RECORD).write_text(json.dumps(record, indent=1))
         if self.label_sets:  # after the EMA copy, as the joint trainer does: checkpoints hold no criterion
             model = unwrap_model(self.model)
@@ -188,7 +192,11 @@ def run_phase(phase: int, data_yaml: Path, init: str, run_dir: Path, epochs: int
         trainer = carrying(AttributeTrainer, head_config=joint_head, attribute_weight=float(own.get("attribute", 1.0)),
                            yolov5_source=source)(overrides=overrides)
     else:
-        trainer = carrying(MultiSourceTrainer if multisource else WBCDetectionTrainer, yolov5_source=source)(overrides=overrides)
+        if own.get("colour_norm") and not multisource:
+            raise UsageError(f"hyp colour_norm: training in the reference colours needs a merged dataset yaml (label_sets or "
+                             f"training_scale), not {data_yaml}")
+        trainer = carrying(MultiSourceTrainer if multisource else WBCDetectionTrainer, yolov5_source=source,
+                           **({"colour_norm": bool(own["colour_norm"])} if multisource and "colour_norm" in own else {}))(overrides=overrides)
     for event, fn in (callbacks or {}).items():
         trainer.add_callback(event, fn)
     start = time.time()
