@@ -9,7 +9,8 @@ saw, it is the largest single gain in typing.
 
 The reference lives in the model card (key ``colour_reference``). Per-channel gains are clipped to
 [1 / MAX_GAIN, MAX_GAIN], so that a nearly uniform field (a blank tile, a field of background)
-is not turned into amplified noise. Normalise a whole field once, before tiling it.
+is not turned into amplified noise. Each field is normalised on its own, and each tile of a large one:
+a tile is a window of the training fields' size, which is what the reference describes.
 
     python -m wbc.colour --data data/wbc_multisource.yaml --card weights/wbc_multisource_yolov5n_352.json
 """
@@ -88,7 +89,7 @@ def reference_of(canonical_root: str | Path, origin: str, split: str = "train", 
 
 def main(argv=None):
     from wbc.canonical import prepare
-    from wbc.model_card import training_reference_origin
+    from wbc.rescale import reference_origin
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="the dataset yaml the model was trained on")
@@ -97,7 +98,7 @@ def main(argv=None):
     p.add_argument("--sample", type=int, default=300)
     args = p.parse_args(argv)
     canonical = prepare(args.data)
-    reference = reference_of(canonical.root, args.origin or training_reference_origin(canonical), sample=args.sample)
+    reference = reference_of(canonical.root, args.origin or reference_origin(canonical.fields()), sample=args.sample)
     card = json.loads(args.card.read_text()) if args.card.is_file() else {}
     card["colour_reference"] = reference.to_card()
     args.card.write_text(json.dumps(card, indent=2))

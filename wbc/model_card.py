@@ -91,16 +91,10 @@ def training_rbc_diameter(canonical) -> tuple[str, float | None]:
     """(reference origin, its red-cell diameter in px as the estimator finds it on train fields): the
     scale inference brings every field to; the same reference and number as training
     (wbc.training.training_scale)."""
-    from wbc.rescale import origin_rbc_diameters
+    from wbc.rescale import origin_rbc_diameters, reference_origin
 
-    reference = training_reference_origin(canonical)
+    reference = reference_origin(canonical.fields())
     return reference, origin_rbc_diameters(canonical.root).get(reference)
-
-
-def training_reference_origin(canonical) -> str:
-    """The origin with the most train fields: the one whose scale and colours inference brings every field to."""
-    fields = canonical.fields()
-    return fields[fields["split"] == "train"]["origin"].value_counts().idxmax()
 
 
 def per_origin_section(metrics: dict) -> str:
@@ -224,6 +218,7 @@ def main(argv=None):
         result["attributes"] = {"split": args.split, "match_iou": 0.5,
                                 **attribute_metrics(cells, cells.matches(0.5), analyzer.attribute_specs)}
     from wbc.colour import reference_of
+    from wbc.inference import model_card
 
     fields = canonical.fields()
     reference, rbc_diameter = training_rbc_diameter(canonical)
@@ -233,7 +228,7 @@ def main(argv=None):
                canonical.spec.nrbc_classes, field_size, rbc_diameter,
                {title: json.loads(Path(path).read_text()) for title, path in args.evaluation}, args.limits, args.train_data,
                {title: Path(path).read_text() for title, path in args.section},
-               reference_of(canonical.root, reference).to_card())
+               model_card(weights).get("colour_reference") or reference_of(canonical.root, reference).to_card())
     print(args.out.with_suffix(".md").read_text())
 
 

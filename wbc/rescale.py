@@ -69,6 +69,12 @@ def resize(image: np.ndarray, factor: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
 
 
+def reference_origin(fields) -> str:
+    """The origin with the most train fields of a canonical fields table: the one whose scale and
+    colours (:mod:`wbc.colour`) training and inference bring every field to."""
+    return fields[fields["split"] == "train"]["origin"].value_counts().idxmax()
+
+
 def origin_rbc_diameters(canonical_root: Path, split: str = "train", sample: int = 200) -> dict[str, float]:
     """Median red-cell diameter (px) that :func:`wbc.scale.estimate_scale` finds per origin of a
     canonical dataset's ``split``, on up to ``sample`` fields of each (a fixed sample, ranked by a

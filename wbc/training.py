@@ -108,12 +108,13 @@ def training_scale(canonical_root: Path, given: dict | None = None) -> dict:
     base model's when fine-tuning on a lab's own fields."""
     import pandas as pd
 
-    from wbc.rescale import origin_rbc_diameters
+    from wbc.colour import reference_of
+    from wbc.rescale import origin_rbc_diameters, reference_origin
 
     fields = pd.read_csv(canonical_root / "fields.csv", keep_default_na=False)
     diameters = origin_rbc_diameters(canonical_root)
     train = fields[fields["split"] == "train"]
-    reference = train["origin"].value_counts().idxmax()
+    reference = origin = reference_origin(fields)
     ref = train[train["origin"] == reference]
     d_ref = diameters.get(reference)
     if given:
@@ -124,9 +125,7 @@ def training_scale(canonical_root: Path, given: dict | None = None) -> dict:
                 ", ".join(f"{o} x{d_ref / d:.2f}" for o, d in sorted(diameters.items()) if d_ref) +
                 (f"; no estimate, kept as they are: {missing}" if missing else ""))
     field_size = given["field_size"] if given else int(np.median(np.maximum(ref["width"], ref["height"])))
-    from wbc.colour import reference_of
-
-    colours = reference_of(canonical_root, train["origin"].value_counts().idxmax()).to_card()  # training's own colours (wbc.colour)
+    colours = reference_of(canonical_root, origin).to_card()  # the reference origin's own colours (wbc.colour), even with a given scale
     return {"reference_origin": reference, "train_rbc_diameter_px": d_ref, "field_size": field_size,
             "origin_rbc_diameter_px": diameters, "factors": factors, "colour_reference": colours}
 
@@ -195,8 +194,8 @@ def run_phase(phase: int, data_yaml: Path, init: str, run_dir: Path, epochs: int
         if own.get("colour_norm") and not multisource:
             raise UsageError(f"hyp colour_norm: training in the reference colours needs a merged dataset yaml (label_sets or "
                              f"training_scale), not {data_yaml}")
-        trainer = carrying(MultiSourceTrainer if multisource else WBCDetectionTrainer, yolov5_source=source,
-                           **({"colour_norm": bool(own["colour_norm"])} if multisource and "colour_norm" in own else {}))(overrides=overrides)
+        state = {"colour_norm": bool(own.get("colour_norm"))} if multisource else {}
+        trainer = carrying(MultiSourceTrainer if multisource else WBCDetectionTrainer, yolov5_source=source, **state)(overrides=overrides)
     for event, fn in (callbacks or {}).items():
         trainer.add_callback(event, fn)
     start = time.time()
