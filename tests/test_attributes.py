@@ -370,6 +370,26 @@ def test_stain_copies_are_fixed_draws_that_differ_from_copy_to_copy(synthetic):
         AttributeFields(canonical, "train", 128, copies=0)
 
 
+def test_fields_reach_the_head_in_the_reference_colours(synthetic):
+    """With a colour reference every field is moved to it before the letterbox, as the analyzer moves
+    a field before the detector: the item is the normalised field letterboxed; boxes and codes as without."""
+    from wbc.attributes.data import AttributeFields, letterbox
+    from wbc.canonical import prepare
+    from wbc.colour import ColourReference, lab_statistics, normalize
+
+    canonical = prepare(synthetic("coco"))
+    reference = ColourReference((150.0, 140.0, 120.0), (30.0, 6.0, 9.0), 1, "test")
+    plain, moved = AttributeFields(canonical, "train", 128), AttributeFields(canonical, "train", 128, colour=reference)
+    name = plain.items[0][0]
+    field = cv2.imread(str(canonical.root / "images" / "train" / name))
+    (image, boxes, codes), (normalised, same_boxes, same_codes) = plain[0], moved[0]
+    assert np.array_equal(normalised, letterbox(normalize(field, reference), 128)[0])
+    assert not np.array_equal(image, normalised)
+    assert np.array_equal(boxes, same_boxes) and np.array_equal(codes, same_codes)
+    mean, _ = lab_statistics(normalize(field, reference))
+    assert np.allclose(mean, reference.mean, atol=2)
+
+
 def test_a_label_set_target_teaches_one_of_its_values():
     """A box labelled "one of {1, 2}" (code n + set index) adds -log(p1 + p2), weight 1 beside the
     single-valued boxes; with no set code in the batch the loss is the plain cross-entropy."""

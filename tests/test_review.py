@@ -152,3 +152,19 @@ def test_differential_error_with_and_without_the_unidentified_bin():
     assert r["identified_only"]["per_field"]["LY"] == pytest.approx((100 * 2 / 3 - 50 + 100) / 2)
     assert r["unidentified_as_error"]["pooled"]["MO"] == pytest.approx(20)
     assert r["unidentified_share"] == pytest.approx(0.2)
+
+
+def test_the_evidence_cache_follows_the_attribute_head(tmp_path):
+    """Cached evidence holds the attribute head's probabilities: another head, or the same file
+    rewritten, must not read the old cache."""
+    import os
+
+    from wbc.review.gather import _key
+
+    weights, data, head = (tmp_path / n for n in ("best.pt", "data.yaml", "best.attributes.pt"))
+    for p in (weights, data, head):
+        p.write_bytes(b"x")
+    without, with_head = _key(weights, data, None), _key(weights, data, head)
+    assert without != with_head and with_head == _key(weights, data, head)
+    os.utime(head, ns=(head.stat().st_atime_ns, head.stat().st_mtime_ns + 10**9))
+    assert _key(weights, data, head) != with_head

@@ -69,10 +69,15 @@ class AttributeFields(Dataset):
     training scale instead of each fitted to ``imgsz``, as data of several origins needs (a BCCD
     field at PBC's red-cell size is larger than the input). Every box with a known value is then an
     item of its own: an ``imgsz`` window of the resized field centred on it (clamped to the field,
-    padded where the field is smaller), with that one box."""
+    padded where the field is smaller), with that one box.
+
+    ``colour`` (a :class:`wbc.colour.ColourReference`): each field's colours moved to the reference
+    after the stain transforms and before any resize, as the analyzer moves a field's before the
+    detector sees it (it does so after the resize to the training scale: for PBC fields a factor of
+    about 1, and the statistics of a resized field differ from the field's by the interpolation only)."""
 
     def __init__(self, canonical: CanonicalDataset, split: str, imgsz: int, view: int | None = 0, types: list[str] | None = None,
-                 stain: float = 0.0, copies: int = 1, seed: int = 0, factors: dict[str, float] | None = None):
+                 stain: float = 0.0, copies: int = 1, seed: int = 0, factors: dict[str, float] | None = None, colour=None):
         if copies < 1:
             raise ValueError(f"copies must be >= 1, got {copies}")
         spec = canonical.spec
@@ -90,7 +95,7 @@ class AttributeFields(Dataset):
         if table.empty:
             raise ValueError(f"{spec.name} {split}: no box has a known {'type among ' + ', '.join(types) if types else 'attribute value'}")
         self.root, self.split, self.imgsz, self.view = canonical.root, split, imgsz, view
-        self.copies, self.seed, self.factors = copies, seed, factors
+        self.copies, self.seed, self.factors, self.colour = copies, seed, factors, colour
         self.stain = stain_transform(stain)
         self.items = [(image, rows[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), rows[self.attributes].to_numpy(np.int64))
                       for image, rows in table.groupby("image", sort=True)]
@@ -110,6 +115,10 @@ class AttributeFields(Dataset):
         if self.stain:
             self.stain.set_random_seed(int(torch.randint(2**31, ())) if self.view is None else self.seed * 1_000_003 + i)
             image = self.stain(image=image)["image"]  # BGR, as ultralytics hands images to its albumentations
+        if self.colour is not None:
+            from wbc.colour import normalize
+
+            image = normalize(image, self.colour)
         if self.factors is None:
             image, gain, (px, py) = letterbox(image, self.imgsz)
             boxes = boxes * gain + np.array([px, py, px, py], np.float32)

@@ -110,9 +110,10 @@ def train_one_epoch(batches, batch_loss, optimizer, scheduler, desc: str) -> tup
 
 def fit_head(head: AttributeHead, train_batches, val_batches, input_size: tuple[int, int], out: Path, epochs: int,
              lr: float = 1e-3, jitter: float = 0.05, class_weights: list[torch.Tensor] | None = None, device="cpu",
-             sets: list[torch.Tensor | None] | None = None) -> dict:
+             sets: list[torch.Tensor | None] | None = None, record: dict | None = None) -> dict:
     """Train ``head`` on batches of (maps, boxes, codes); keep the best (val mean accuracy) as out/head.pt.
-    ``sets``: label-set membership per attribute (:func:`wbc.attributes.head.attribute_loss`)."""
+    ``sets``: label-set membership per attribute (:func:`wbc.attributes.head.attribute_loss`).
+    ``record``: written into metrics.json beside the scores (how the fields were prepared)."""
     out.mkdir(parents=True, exist_ok=True)
     names = [a["name"] for a in head.config.attributes]
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
@@ -133,7 +134,7 @@ def fit_head(head: AttributeHead, train_batches, val_batches, input_size: tuple[
         if scores["mean_accuracy"] > best["mean_accuracy"]:
             best = {**scores, "epoch": epoch + 1}
             head.save(out / "head.pt")
-            (out / "metrics.json").write_text(json.dumps({"epoch": epoch + 1, "val_on_ground_truth_boxes": scores}, indent=2))
+            (out / "metrics.json").write_text(json.dumps({"epoch": epoch + 1, **(record or {}), "val_on_ground_truth_boxes": scores}, indent=2))
         with (out / "results.csv").open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(history[0]))
             writer.writeheader()
@@ -173,11 +174,24 @@ def scale_factors(weights: str, canonical, imgsz: int) -> dict[str, float] | Non
     return {image: f * fit for image, f in factors.items()}
 
 
+def training_colours(weights: str):
+    """The detector's reference colours (a :class:`wbc.colour.ColourReference`), or None where its card has none."""
+    from wbc.colour import ColourReference
+    from wbc.inference import model_card
+
+    reference = ColourReference.from_card(model_card(weights))
+    LOGGER.info(f"fields in the reference colours of {reference.fields} {reference.source} (wbc.colour)" if reference else
+                f"{weights}: its model card records no colour reference; fields in their own colours")
+    return reference
+
+
 def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz: int | None = None, name: str = "exp",
                config: str | None = None, lr: float = 2e-3, jitter: float = 0.05, balance: bool = False, device: str = "cpu",
                workers: int = 2, project: Path | None = None, data_root: str | None = None, seed: int = 0,
                cache: bool = True, flip: bool = False, augment: bool = False, types: bool = False,
-               stain: float = 0.0, copies: int = 1) -> dict:
+               stain: float = 0.0, copies: int = 1, colour: bool = True) -> dict:
+    """``colour``: fields in the detector's reference colours (its model card's ``colour_reference``,
+    :mod:`wbc.colour`), as the analyzer hands them to the detector; a card without one leaves them as they are."""
     if flip and augment:
         raise ValueError("flip and augment together: augment already draws mirrored views; give one of them")
     torch.manual_seed(seed)
@@ -195,9 +209,10 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
 
     typed = list(spec.wbc_classes) if types else None
     factors = scale_factors(weights, canonical, imgsz)
-    train = dict(types=typed, stain=stain, copies=copies, seed=seed, factors=factors)
+    reference = training_colours(weights) if colour else None
+    train = dict(types=typed, stain=stain, copies=copies, seed=seed, factors=factors, colour=reference)
     sources = {"train": [AttributeFields(canonical, "train", imgsz, view=None if augment else 0, **train)],
-               "val": [AttributeFields(canonical, "val", imgsz, types=typed, factors=factors)]}
+               "val": [AttributeFields(canonical, "val", imgsz, types=typed, factors=factors, colour=reference)]}
     if flip:
         sources["train"].append(AttributeFields(canonical, "train", imgsz, view=4, **train))
     cached = [s for s in ("train", "val") if cache and not (s == "train" and augment)]  # a random view per epoch cannot be cached
@@ -216,7 +231,8 @@ def train_head(weights: str, data: str, epochs: int = 20, batch: int = 32, imgsz
     if label_sets:
         LOGGER.info(f"type head: boxes of label set(s) {', '.join(f'{k} ({len(v)} types)' for k, v in label_sets.items())} "
                     f"teach 'one of these'")
-    result = fit_head(head, train_batches, val_batches, (imgsz, imgsz), out, epochs, lr, jitter, class_weights, device, sets)
+    result = fit_head(head, train_batches, val_batches, (imgsz, imgsz), out, epochs, lr, jitter, class_weights, device, sets,
+                      {"colour_reference": reference.to_card() if reference else None})
     tap.remove()
     return result
 
@@ -244,13 +260,16 @@ def main(argv=None):
                         "the detector's own training used 1 (hyps/hyp.multisource.yaml)")
     p.add_argument("--copies", type=int, default=1,
                    help="training copies of every field, each with its own fixed draw of --stain (the cache grows with them)")
+    p.add_argument("--no-colour-norm", action="store_true",
+                   help="fields in their own colours, not moved to the detector's reference colours as predict.py moves them")
     p.add_argument("--no-cache", action="store_true", help="run the detector every epoch instead of caching its features in RAM")
     p.add_argument("--device", default="cpu", help="cpu, 0 or cuda:0")
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
     result = train_head(args.weights, args.data, args.epochs, args.batch, args.imgsz, args.name, args.config, args.lr,
                         args.jitter, args.balance, args.device, cache=not args.no_cache, flip=args.flip,
-                        augment=args.augment, types=args.types, stain=args.stain, copies=args.copies)
+                        augment=args.augment, types=args.types, stain=args.stain, copies=args.copies,
+                        colour=not args.no_colour_norm)
     print(f"best val mean accuracy (ground-truth boxes) {result['best_mean_accuracy']:.4f}; head at {result['save_dir'] / 'head.pt'}")
 
 

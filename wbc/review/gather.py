@@ -3,7 +3,7 @@ runs on each field as ``predict.py`` runs it, and each detected cell that matche
 WBC-type box (IoU >= 0.5, any class) keeps its feature vector, class scores, attribute
 probabilities, and the truth (class or label set, attribute codes, origin).
 
-Cached under ``<cache>/review/`` by weights, dataset and split (the cache is rebuilt when either file changes)."""
+Cached under ``<cache>/review/`` by weights, attribute head, dataset, split and colours (rebuilt when any of these files changes)."""
 
 from __future__ import annotations
 
@@ -53,9 +53,12 @@ EVIDENCE_VERSION = 2  # raise when what a cell's evidence holds changes: older c
 
 
 def _key(*paths, colour=None) -> str:
-    """Of the files (path and time) and the colours the analyzer moves fields to (wbc.colour)."""
+    """Of the files (path and time; None: absent) and the colours the analyzer moves fields to (wbc.colour)."""
     digest = hashlib.sha1(str(EVIDENCE_VERSION).encode())
     for p in paths:
+        if p is None:
+            digest.update(b"-")
+            continue
         p = Path(p)
         digest.update(f"{p.resolve()}:{p.stat().st_mtime_ns}".encode())
     if colour is not None:
@@ -68,7 +71,8 @@ def gather(analyzer: WBCAnalyzer, canonical: CanonicalDataset, split: str, batch
     """Run (or read from the cache, where ``weights`` is given) the evidence of ``split``'s true WBC-type cells."""
     cache = None
     if weights is not None:
-        key = _key(weights, canonical.spec.yaml_path, colour=analyzer.colour_reference)
+        # the attribute head's file too: its probabilities are part of every cell's evidence
+        key = _key(weights, canonical.spec.yaml_path, analyzer.head_path, colour=analyzer.colour_reference)
         cache = cache_root() / "review" / f"{canonical.spec.name}-{split}-{key}.npz"
         if cache.is_file():
             return SplitEvidence.load(cache)
