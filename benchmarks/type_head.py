@@ -10,6 +10,8 @@ The analyzer runs once per field with the type head as its head (as predict.py w
 off); both typings are read off the same cells (:mod:`wbc.evaluation.typing`). Reported per source
 (the fields' origin) and pooled: per-cell accuracy on the typed ground-truth boxes and, on datasets
 of single-WBC fields, per-field accuracy; with ``--groups`` also with each group's classes as one.
+With ``--fusion W ..`` also typed by both at once (the head's share W of a geometric mean of the
+two distributions).
 Writes ``runs/benchmarks/type_head/<name>/`` (``results.json``, ``results.md``, ``cells.csv``).
 """
 
@@ -28,7 +30,7 @@ from wbc.canonical import prepare  # noqa: E402
 from wbc.evaluation.cells import collect  # noqa: E402
 from wbc.evaluation.evaluate import parse_groups  # noqa: E402
 from wbc.evaluation.report import markdown_table  # noqa: E402
-from wbc.evaluation.typing import accuracy, matched_types, top_cell_types, truth_types  # noqa: E402
+from wbc.evaluation.typing import accuracy, default_typers, fused_type, matched_types, top_cell_types, truth_types  # noqa: E402
 from wbc.field_accuracy import field_accuracy, grouped_accuracy, has_field_classes  # noqa: E402
 from wbc.inference import WBCAnalyzer  # noqa: E402
 from wbc.paths import DEFAULT_WEIGHTS, REPO_ROOT, new_run_dir  # noqa: E402
@@ -44,6 +46,9 @@ def main(argv=None):
     p.add_argument("--groups", nargs="+", help="GROUP=CLASS,CLASS: also score with each group's classes as one")
     p.add_argument("--truth-attribute", help="the box attribute that gives the true type (default: the box's class)")
     p.add_argument("--truth-map", nargs="+", help="VALUE=CLASS,CLASS: the model classes each value of --truth-attribute accepts")
+    p.add_argument("--fusion", nargs="+", type=float, default=[],
+                   help="also type by both opinions at once, the head's share of each weighted geometric mean (0-1; "
+                        "wbc.evaluation.typing.fused_probabilities)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
@@ -56,10 +61,18 @@ def main(argv=None):
         p.error(f"--truth-attribute {args.truth_attribute}: {args.data} declares {', '.join(declared) or 'no attributes'}")
     attribute = declared[args.truth_attribute] if args.truth_attribute else None
     groups = parse_groups(args.groups)
-    analyzer = WBCAnalyzer(args.weights, args.head, review=False, colour=not args.no_colour_norm)
+    analyzer = WBCAnalyzer(args.weights, args.head, review=False, colour=not args.no_colour_norm, keep_evidence=bool(args.fusion))
     wbc = analyzer.head.config.classes
+    typers = default_typers()
+    if args.fusion:
+        index = {n: i for i, n in analyzer.model_names.items()}
+        missing = [c for c in wbc if c not in index]
+        if missing:
+            p.error(f"--fusion: the head types {', '.join(missing)}, which the detector has no class for")
+        class_index = [index[c] for c in wbc]
+        typers |= {f"fused {w:g}": (lambda c, w=w: fused_type(c, class_index, wbc, w)) for w in args.fusion}
     cells = collect(analyzer, canonical, args.split, args.batch, progress=lambda it, n: TQDM(it, total=n, desc=f"cells ({args.split})"))
-    table = matched_types(cells, truth_types(cells, wbc, attribute, parse_groups(args.truth_map)))
+    table = matched_types(cells, truth_types(cells, wbc, attribute, parse_groups(args.truth_map)), typers=typers)
     fields = canonical.fields()
     origin = dict(zip(fields["image"], fields["origin"]))
     table.insert(1, "origin", table["image"].map(origin))
@@ -67,17 +80,17 @@ def main(argv=None):
     results = {"weights": args.weights, "head": args.head, "data": args.data, "split": args.split, "groups": groups, "per_origin": {}}
     rows = []
     for name, part in [*table.groupby("origin"), *([("all", table)] if table["origin"].nunique() > 1 else [])]:
-        scores = {"cells": len(part), **{f"{who}_per_cell": accuracy(part, who) for who in ("detector", "head")}}
+        scores = {"cells": len(part), **{f"{who}_per_cell": accuracy(part, who) for who in typers}}
         if groups:
-            scores.update({f"{who}_per_cell_grouped": accuracy(part, who, groups) for who in ("detector", "head")})
+            scores.update({f"{who}_per_cell_grouped": accuracy(part, who, groups) for who in typers})
         results["per_origin"][name] = scores
         rows.append([name, len(part), *(f"{scores[k] * 100:.2f}%" for k in scores if k != "cells")])
-    header = ["source", "typed cells", "detector", "type head"] + (["detector, groups", "type head, groups"] if groups else [])
+    header = ["source", "typed cells", *typers] + ([f"{who}, groups" for who in typers] if groups else [])
     lines = [f"{args.data} {args.split}, {args.weights} with {args.head}", "", "Per cell (typed ground-truth boxes matched at IoU 0.5):", "",
              markdown_table(header, rows)]
     if has_field_classes(canonical, args.split):
         per_field = {}
-        for who, predicted in zip(("detector", "head"), top_cell_types(cells, wbc)):
+        for who, predicted in top_cell_types(cells, wbc, typers).items():
             f = field_accuracy(canonical, args.split, predicted)
             per_field[who] = {"accuracy": f["accuracy"], "recall_per_class": f["recall_per_class"], "confusion": f["confusion"],
                               **({"grouped": grouped_accuracy(f["confusion"], groups)} if groups else {})}

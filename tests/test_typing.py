@@ -44,7 +44,8 @@ def test_both_typings_are_read_off_the_same_matched_cells():
 
 
 def test_per_field_the_top_wbc_cell_names_the_type():
-    detector, head = top_cell_types(split_cells(), WBC)
+    found = top_cell_types(split_cells(), WBC)
+    detector, head = found["detector"], found["head"]
     assert detector == {"a.png": "BNE", "b.png": "MO"} and head == {"a.png": "SNE", "b.png": "MO"}  # c has no WBC-type cell
 
 
@@ -57,3 +58,23 @@ def test_a_truth_attribute_accepts_the_classes_it_maps_to():
     assert accuracy(table, "detector") == pytest.approx(2 / 3) and accuracy(table, "head") == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="MONOCYTE"):
         truth_types(cells, WBC, subtype, {"NEUTROPHIL": ["BNE"], "LYMPHOCYTE": ["LY"]})
+
+
+def test_fusion_runs_from_the_detector_alone_to_the_head_alone():
+    """Weight 0 is the detector's typed scores as a distribution, 1 the head's; between, the geometric
+    mean decides where the two disagree, and a fused cell's type is read off its evidence."""
+    import numpy as np
+
+    from wbc.evaluation.typing import fused_probabilities, fused_type
+
+    scores = np.array([[0.7, 0.6, 0.05]])
+    head = np.array([[0.05, 0.4, 0.55]])
+    logits = np.log(scores[0] / (1 - scores[0]))
+    detector = np.exp(logits) / np.exp(logits).sum()
+    assert np.allclose(fused_probabilities(scores, head, 0.0), detector, atol=1e-3)
+    assert np.allclose(fused_probabilities(scores, head, 1.0), head)
+    half = fused_probabilities(scores, head, 0.5)
+    assert np.isclose(half.sum(), 1) and half.argmax() == 1  # each puts the other's favourite low: the middle class wins
+    c = Cell((0, 0, 1, 1), 0, "BNE", 0.9, evidence={"scores": np.array([0.7, 0.6, 0.05, 0.3]), "attributes": {CELL_TYPE: head[0]}})
+    assert fused_type(c, [0, 1, 2], ["BNE", "LY", "MO"], 0.0) == "BNE" and fused_type(c, [0, 1, 2], ["BNE", "LY", "MO"], 1.0) == "MO"
+    assert fused_type(cell((0, 0, 1, 1), "BNE", 0.9), [0, 1, 2], ["BNE", "LY", "MO"], 0.5) == ""  # no evidence: no fused type

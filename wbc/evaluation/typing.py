@@ -11,10 +11,14 @@ the analyzer, so they share the boxes and differ only in who names the type:
 
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
 import pandas as pd
 
 from wbc.attributes.data import CELL_TYPE
 from wbc.evaluation.cells import SplitCells
+from wbc.inference import Cell
 from wbc.schema import Attribute
 
 NONE = ""  # no type: the cell is not a WBC type, or no cell matched
@@ -39,29 +43,39 @@ def truth_types(cells: SplitCells, wbc_classes: list[str], attribute: Attribute 
     return pd.Series(known, dtype=object)
 
 
-def matched_types(cells: SplitCells, truth: pd.Series, match_iou: float = 0.5, attribute: str = CELL_TYPE) -> pd.DataFrame:
-    """One row per typed ground-truth box: image, truth (set of classes), detector and head type ('' if none)."""
+Typer = Callable[[Cell], str]
+
+
+def default_typers(attribute: str = CELL_TYPE) -> dict[str, Typer]:
+    """Who names a cell's type: the detector (its class) and the type head (its ``attribute``)."""
+    return {"detector": lambda c: c.class_name, "head": lambda c: c.attributes.get(attribute, (NONE, 0.0))[0]}
+
+
+def matched_types(cells: SplitCells, truth: pd.Series, match_iou: float = 0.5, typers: dict[str, Typer] | None = None) -> pd.DataFrame:
+    """One row per typed ground-truth box: image, truth (set of classes), then each typer's type of the
+    matched cell ('' if none matched); default typers: detector and head (:func:`default_typers`)."""
+    typers = typers or default_typers()
     by_truth = {p.truth: p for p in cells.matches(match_iou, class_aware=False)}
     rows = []
     for i, accepted in truth.items():
         image = cells.truth.at[i, "image"]
         p = by_truth.get(i)
         cell = cells.cells[image][p.cell] if p else None
-        head = cell.attributes.get(attribute, (NONE, 0.0))[0] if cell else NONE
-        rows.append({"image": image, "truth": accepted, "detector": cell.class_name if cell else NONE, "head": head})
-    return pd.DataFrame(rows, columns=["image", "truth", "detector", "head"])
+        rows.append({"image": image, "truth": accepted, **{who: typer(cell) if cell else NONE for who, typer in typers.items()}})
+    return pd.DataFrame(rows, columns=["image", "truth", *typers])
 
 
-def top_cell_types(cells: SplitCells, wbc_classes: list[str], attribute: str = CELL_TYPE) -> tuple[dict[str, str], dict[str, str]]:
-    """Per field, the type of its highest-confidence WBC-type cell: ({image: detector class}, {image: head type})."""
-    wbc, detector, head = set(wbc_classes), {}, {}
-    for image, found in cells.cells.items():
-        typed = [c for c in found if c.class_name in wbc]
+def top_cell_types(cells: SplitCells, wbc_classes: list[str], typers: dict[str, Typer] | None = None) -> dict[str, dict[str, str]]:
+    """Per typer (default: detector and head), per field the type of its highest-confidence WBC-type cell."""
+    typers = typers or default_typers()
+    wbc, found = set(wbc_classes), {who: {} for who in typers}
+    for image, cells_of in cells.cells.items():
+        typed = [c for c in cells_of if c.class_name in wbc]
         if typed:
             top = max(typed, key=lambda c: c.confidence)
-            detector[image] = top.class_name
-            head[image] = top.attributes.get(attribute, (NONE, 0.0))[0]
-    return detector, head
+            for who, typer in typers.items():
+                found[who][image] = typer(top)
+    return found
 
 
 def accuracy(table: pd.DataFrame, column: str, groups: dict[str, list[str]] | None = None) -> float:
@@ -72,3 +86,26 @@ def accuracy(table: pd.DataFrame, column: str, groups: dict[str, list[str]] | No
     label = {c: g for g, members in (groups or {}).items() for c in members}
     right = [label.get(p, p) in {label.get(t, t) for t in accepted} for p, accepted in zip(table[column], table["truth"])]
     return sum(right) / len(right)
+
+
+def fused_probabilities(detector_scores: np.ndarray, head_probabilities: np.ndarray, weight: float) -> np.ndarray:
+    """One type distribution from both: the detector's sigmoid scores of the typed classes (K, T) made
+    a distribution (softmax of their logits, as the review model's type probability) and the head's
+    (K, T), combined as a weighted geometric mean, ``weight`` the head's share (0: the detector alone,
+    1: the head alone), renormalised."""
+    s = np.clip(np.asarray(detector_scores, np.float64), 1e-6, 1 - 1e-6)
+    log_detector = np.log(s) - np.log1p(-s)
+    log_detector = log_detector - np.logaddexp.reduce(log_detector, axis=1, keepdims=True)
+    log_head = np.log(np.clip(np.asarray(head_probabilities, np.float64), 1e-12, None))
+    mixed = (1 - weight) * log_detector + weight * log_head
+    return np.exp(mixed - np.logaddexp.reduce(mixed, axis=1, keepdims=True))
+
+
+def fused_type(cell: Cell, class_index: list[int], types: list[str], weight: float, attribute: str = CELL_TYPE) -> str:
+    """The fused type of a cell analysed with ``keep_evidence`` and a type head ('' without both opinions)."""
+    evidence = cell.evidence or {}
+    head = evidence.get("attributes", {}).get(attribute)
+    if head is None or "scores" not in evidence:
+        return NONE
+    p = fused_probabilities(np.asarray(evidence["scores"])[None, class_index], np.asarray(head)[None], weight)
+    return types[int(p.argmax())]
