@@ -61,7 +61,9 @@ def main(argv=None):
         p.error(f"--truth-attribute {args.truth_attribute}: {args.data} declares {', '.join(declared) or 'no attributes'}")
     attribute = declared[args.truth_attribute] if args.truth_attribute else None
     groups = parse_groups(args.groups)
-    analyzer = WBCAnalyzer(args.weights, args.head, review=False, colour=not args.no_colour_norm, keep_evidence=bool(args.fusion))
+    # the detector's classes against the given head: no type head of the weights' own
+    analyzer = WBCAnalyzer(args.weights, args.head, review=False, colour=not args.no_colour_norm, keep_evidence=bool(args.fusion),
+                           types=False)
     wbc = analyzer.head.config.classes
     typers = default_typers()
     if args.fusion:

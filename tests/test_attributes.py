@@ -328,6 +328,7 @@ def test_a_type_head_trains_and_the_analyzer_reports_each_cells_type(trained, tm
     from wbc.attributes.head import AttributeHead
     from wbc.attributes.train import train_head
     from wbc.canonical import prepare
+    from wbc.errors import UsageError
     from wbc.inference import WBCAnalyzer
 
     data, detector, _ = trained
@@ -344,6 +345,20 @@ def test_a_type_head_trains_and_the_analyzer_reports_each_cells_type(trained, tm
     images = [cv2.imread(str(p)) for p in sorted((canonical.root / "images" / "val").iterdir())[:4]]
     typed = [c for cells in analyzer(images) for c in cells if c.class_name in wbc]
     assert typed and all(c.attributes[CELL_TYPE][0] in wbc for c in typed)
+
+    # the same head beside the detector as its type head: share 0 types as the detector does, share 1 as the head does
+    alone = WBCAnalyzer(str(detector), False, 96, conf=0.001, rescale=False)(images)
+    by_head = analyzer(images)
+    for share, expected in ((0.0, [[c.class_name for c in row] for row in alone]),
+                            (1.0, [[c.attributes[CELL_TYPE][0] if c.class_name in wbc else c.class_name for c in row] for row in by_head])):
+        fused = WBCAnalyzer(str(detector), False, 96, conf=0.001, rescale=False, types=result["save_dir"] / "head.pt", type_share=share)
+        rows = fused(images)
+        assert [[c.box for c in row] for row in rows] == [[c.box for c in row] for row in alone]  # boxes and order: one detector pass
+        assert [[c.class_name for c in row] for row in rows] == expected
+    with pytest.raises(UsageError, match="share"):  # no card records one
+        WBCAnalyzer(str(detector), False, 96, rescale=False, types=result["save_dir"] / "head.pt")
+    with pytest.raises(UsageError, match="not a type head"):
+        WBCAnalyzer(str(detector), False, 96, rescale=False, types=trained[2]["save_dir"] / "head.pt", type_share=0.5)
 
 
 def test_stain_copies_are_fixed_draws_that_differ_from_copy_to_copy(synthetic):

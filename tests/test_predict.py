@@ -167,7 +167,7 @@ def test_a_cell_scored_as_two_types_is_one_cell(monkeypatch):
     from wbc.inference import WBCAnalyzer
     from wbc.paths import DEFAULT_WEIGHTS
 
-    analyzer = WBCAnalyzer(DEFAULT_WEIGHTS, head=False, rescale=False, review=False)  # a faked forward pass has no features to review
+    analyzer = WBCAnalyzer(DEFAULT_WEIGHTS, head=False, rescale=False, review=False, types=False)  # a faked forward pass: no features for heads
     names = list(analyzer.names.values())
     raw = torch.zeros(1, 4 + len(names), 3)
     raw[0, :4, 0] = torch.tensor([100.0, 100.0, 80.0, 80.0])  # xywh: one cell
@@ -188,7 +188,7 @@ def test_a_cell_boxed_again_around_its_neighbour_is_one_cell(monkeypatch):
     from wbc.inference import WBCAnalyzer, nested_duplicates
     from wbc.paths import DEFAULT_WEIGHTS
 
-    analyzer = WBCAnalyzer(DEFAULT_WEIGHTS, head=False, rescale=False, review=False)
+    analyzer = WBCAnalyzer(DEFAULT_WEIGHTS, head=False, rescale=False, review=False, types=False)
     names = list(analyzer.names.values())
     raw = torch.zeros(1, 4 + len(names), 8)  # 8 anchors: ultralytics takes a last dimension of 6 for end-to-end output
     boxes = {0: ([90, 90, 60, 60], "MO", 0.47), 1: ([80, 100, 80, 80], "MO", 0.43),  # the nested pair (xywh)

@@ -168,3 +168,19 @@ def test_the_evidence_cache_follows_the_attribute_head(tmp_path):
     assert without != with_head and with_head == _key(weights, data, head)
     os.utime(head, ns=(head.stat().st_atime_ns, head.stat().st_mtime_ns + 10**9))
     assert _key(weights, data, head) != with_head
+
+
+def test_a_type_heads_share_enters_the_type_probability():
+    """With ``head_share`` the calibrated type probability is the fused distribution's
+    (wbc.type_fusion) over the temperature; without the head's probabilities, the detector's alone."""
+    from wbc.review.model import ReviewModel
+    from wbc.type_fusion import fused_log_probabilities
+
+    scores = torch.tensor([[0.7, 0.2, 0.6, 0.05]])  # three typed classes and a red cell
+    head = torch.tensor([[0.1, 0.3, 0.6]])
+    model = ReviewModel(["A", "B", "C"], [0, 1, 2], temperature=1.5, head_share=0.25)
+    expected = (fused_log_probabilities(scores[:, :3], head, 0.25) / 1.5).softmax(1).float()
+    assert torch.allclose(model.type_probabilities(scores, head_probabilities=head), expected)
+    detector = ReviewModel(["A", "B", "C"], [0, 1, 2], temperature=1.5)
+    assert torch.allclose(model.type_probabilities(scores), detector.type_probabilities(scores))
+    assert torch.allclose(detector.type_probabilities(scores), (detector.type_logits(scores) / 1.5).softmax(1), atol=1e-6)

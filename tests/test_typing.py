@@ -78,3 +78,15 @@ def test_fusion_runs_from_the_detector_alone_to_the_head_alone():
     c = Cell((0, 0, 1, 1), 0, "BNE", 0.9, evidence={"scores": np.array([0.7, 0.6, 0.05, 0.3]), "attributes": {CELL_TYPE: head[0]}})
     assert fused_type(c, [0, 1, 2], ["BNE", "LY", "MO"], 0.0) == "BNE" and fused_type(c, [0, 1, 2], ["BNE", "LY", "MO"], 1.0) == "MO"
     assert fused_type(cell((0, 0, 1, 1), "BNE", 0.9), [0, 1, 2], ["BNE", "LY", "MO"], 0.5) == ""  # no evidence: no fused type
+
+
+def test_a_cell_the_head_did_not_type_keeps_the_detectors_distribution():
+    import torch
+
+    from wbc.type_fusion import detector_log_probabilities, fused_log_probabilities
+
+    scores = torch.tensor([[0.7, 0.6, 0.05], [0.2, 0.9, 0.1]])
+    head = torch.tensor([[0.05, 0.4, 0.55], [float("nan")] * 3])
+    fused = fused_log_probabilities(scores, head, 0.5)
+    assert torch.allclose(fused[1], detector_log_probabilities(scores)[1:2][0]) and not torch.allclose(fused[0], detector_log_probabilities(scores)[0])
+    assert torch.isfinite(fused).all()

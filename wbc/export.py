@@ -55,7 +55,7 @@ def export_onnx(weights: str | Path, out: str | Path | None = None, imgsz: int |
     from ultralytics.nn.modules import Detect
     from ultralytics.utils.export.engine import torch2onnx
 
-    analyzer = WBCAnalyzer(weights, head, imgsz)
+    analyzer = WBCAnalyzer(weights, head, imgsz, types=False)  # the type head is not exported: types are the detector's classes
     out = Path(out) if out else Path(weights).with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)
     s = analyzer.imgsz
@@ -86,7 +86,8 @@ def export_onnx(weights: str | Path, out: str | Path | None = None, imgsz: int |
             "head_file": Path(written["head"]).name if "head" in written else None,
             "train_rbc_diameter_px": analyzer.reference_rbc_px, "train_field_size": analyzer.field_size,  # fields at the training scale
             "nested": analyzer.nested, "nested_classes": analyzer.nested_classes,  # one box per cell, as WBCAnalyzer
-            "colour_reference": analyzer.colour_reference.to_card() if analyzer.colour_reference else None}  # the training colours
+            "colour_reference": analyzer.colour_reference.to_card() if analyzer.colour_reference else None,  # the training colours
+            "types": "the detector's classes (a type head beside the weights is not exported)"}
     written["meta"] = str(out.with_suffix(".onnx.json"))
     Path(written["meta"]).write_text(json.dumps(meta, indent=2))
     return written
@@ -124,6 +125,8 @@ class OnnxAnalyzer(WBCAnalyzer):
         # no review model on this path (the graph does not expose the features it needs): predict's --review-conf decides
         self.review = self.review_path = self.operating_point = self.evidence = None
         self.keep_evidence, self.review_classes = False, set()
+        # nor a type head (not exported): WBC types are the detector's classes, as WBCAnalyzer(types=False)
+        self.type_head, self.type_head_path, self.type_share, self.type_index = None, None, 0.0, []
 
     @property
     def attribute_specs(self) -> list[dict]:

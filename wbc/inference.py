@@ -33,6 +33,7 @@ from wbc.offline import guard_downloads
 from wbc.paths import DEFAULT_WEIGHTS
 from wbc.review.features import Evidence, anchor_scores
 from wbc.review.model import ReviewModel, review_path_for
+from wbc.type_fusion import fused_log_probabilities, types_path_for
 from wbc.weights import load_yolo
 
 
@@ -151,7 +152,10 @@ def load_detector(weights: str | Path) -> tuple[torch.nn.Module, dict[int, str],
 
 class WBCAnalyzer:
     """Detector + optional attribute head. ``head``: path, or None to look next to the weights
-    (``<stem>.attributes.pt``), or False to run the detector alone. ``class_map``: report cells in
+    (``<stem>.attributes.pt``), or False to run the detector alone. ``types``: a type head, the same
+    way (``<stem>.types.pt``): each WBC-type cell's type is then the most likely of the fused
+    distribution of the detector's classes and the head (:mod:`wbc.type_fusion`), the head weighing
+    ``type_share`` (None: the model card's ``type_head.head_share``). ``class_map``: report cells in
     another dataset's classes (see :mod:`wbc.class_map`). ``cell_classifier``: a crop classifier for
     chosen classes (see :mod:`wbc.classify.cell_classifier`); its call lands in ``Cell.call``."""
 
@@ -159,7 +163,7 @@ class WBCAnalyzer:
                  conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300, class_map: ClassMap | None = None,
                  cell_classifier: CellClassifier | None = None, rescale: bool = True, pixel_size: float | None = None,
                  review: str | Path | bool | None = None, review_rate: float | None = None, keep_evidence: bool = False,
-                 nested: float = 0.8, colour: bool = True):
+                 nested: float = 0.8, colour: bool = True, types: str | Path | bool | None = None, type_share: float | None = None):
         self.detector, self.names, args = load_detector(weights)
         self.model_names = dict(self.names)  # the detector's own classes (self.names changes under a class map)
         card = model_card(weights)
@@ -173,7 +177,14 @@ class WBCAnalyzer:
         head_path = None if head is False else Path(head) if head else head_path_for(weights)
         self.head_path = head_path if head_path is not None and head_path.is_file() else None
         self.head = AttributeHead.load(head_path).to(self.device) if self.head_path else None
-        self.tap = FeatureTap(self.detector, self.head.config.layers) if self.head else None
+        self.type_head, self.type_head_path, self.type_share, self.type_index = None, None, 0.0, []
+        types_file = None if types is False else Path(types) if types else types_path_for(weights)
+        if types_file is not None and types_file.is_file():
+            self._load_type_head(types_file, card, type_share)
+        elif types:
+            raise UsageError(f"type head {types_file}: not a file")
+        layers = sorted({*(self.head.config.layers if self.head else []), *(self.type_head.config.layers if self.type_head else [])})
+        self.tap = FeatureTap(self.detector, layers) if layers else None
         self.stride = int(max(self.detector.stride))
         self.train_imgsz = self.head.config.imgsz if self.head else int(args.get("imgsz", 640))
         self.imgsz = input_size(imgsz, self.train_imgsz, self.stride)
@@ -188,10 +199,38 @@ class WBCAnalyzer:
         self.review = ReviewModel.load(review_file) if review_file is not None and review_file.is_file() else None
         self.review_path = review_file if self.review else None
         self.operating_point = self.review.operating_point(review_rate) if self.review else None
+        if self.review and self.type_head and self.review.type_classes != self.type_head.config.attributes[0]["values"]:
+            raise UsageError(f"{self.type_head_path} types {self.type_head.config.attributes[0]['values']}, "
+                             f"the review model {self.review_path} {self.review.type_classes}: fit the review model with this head")
+        if self.review and abs(self.review.head_share - self.type_share) > 1e-9:
+            from ultralytics.utils import LOGGER
+
+            LOGGER.warning(f"the review model {self.review_path} was calibrated with the type head weighing {self.review.head_share:g}, "
+                           f"this analyzer weighs it {self.type_share:g}: type probabilities are not calibrated (refit with calibrate.py)")
         self.keep_evidence = keep_evidence
         evidence = (self.review.layers, self.review.roi_size, self.review.head_features) if self.review else ()
         self.evidence = Evidence(self.detector, *evidence) if self.review or keep_evidence else None
         self.review_classes = set(self.review.type_classes if self.review else self.model_names.values())
+
+    def _load_type_head(self, path: Path, card: dict, share: float | None) -> None:
+        from wbc.attributes.data import CELL_TYPE
+
+        head = AttributeHead.load(path)
+        attributes = head.config.attributes
+        if len(attributes) != 1 or attributes[0]["name"] != CELL_TYPE:
+            raise UsageError(f"{path}: not a type head (wbc.attributes.train --types): it predicts "
+                             f"{', '.join(a['name'] for a in attributes)}")
+        index = {n: i for i, n in self.model_names.items()}
+        missing = [c for c in attributes[0]["values"] if c not in index]
+        if missing:
+            raise UsageError(f"{path}: types {', '.join(missing)}, which the detector has no class for")
+        share = share if share is not None else (card.get("type_head") or {}).get("head_share")
+        if share is None:
+            raise UsageError(f"{path}: no share of the type head given, and the model card records none (type_head.head_share)")
+        if not 0 <= share <= 1:
+            raise UsageError(f"type head share {share}: must be in [0, 1]")
+        self.type_head, self.type_head_path, self.type_share = head.to(self.device), path, float(share)
+        self.type_index = [index[c] for c in attributes[0]["values"]]
 
     def field_scales(self, images: list[np.ndarray]) -> list[FieldScale]:
         """The resize that brings each image to the training scale (factor 1 where the model records
@@ -299,6 +338,8 @@ class WBCAnalyzer:
         detections = [d[~nested_duplicates(d[:, :4], d[:, 4], torch.isin(d[:, 5].long(), typed), self.nested)] for d in detections]
         # column 6: the model's own class, kept through a class map; 7 to 7 + nc: its class scores; then its anchor
         detections = [torch.cat([d[:, :6], d[:, 5:6], d[:, 6:]], 1) for d in detections]
+        if self.type_head:
+            detections = self._types(detections, tuple(x.shape[-2:]))
         if self.class_map:
             detections = [self.class_map.apply(d, self.iou) for d in detections]
         rois = torch.cat([torch.cat([torch.full((len(d), 1), i, device=d.device), d[:, :4]], 1) for i, d in enumerate(detections)])
@@ -323,10 +364,38 @@ class WBCAnalyzer:
                 self._call(image, row)
         return cells
 
+    def _types(self, detections: list[torch.Tensor], input_size: tuple[int, int]) -> list[torch.Tensor]:
+        """Each WBC-type detection (by the detector's class) typed by the fused distribution of the
+        detector and the type head: its class columns (5, and 6, the model's own class) set to the most
+        likely type. The head's probabilities ride along as the last columns (NaN for other
+        classes), through a class map, for the review decision."""
+        typed = torch.tensor(self.type_index, device=detections[0].device)
+        nc, n_types = len(self.model_names), len(self.type_index)
+        mine = [torch.isin(d[:, 6].long(), typed) for d in detections]
+        rois = torch.cat([torch.cat([torch.full((int(m.sum()), 1), float(b), device=d.device), d[m, :4]], 1)
+                          for b, (d, m) in enumerate(zip(detections, mine))])
+        head = self.type_head(self._head_features(self.type_head), rois, input_size)[0].softmax(1) if len(rois) else None
+        out, k = [], 0
+        for d, m in zip(detections, mine):
+            d = torch.cat([d, torch.full((len(d), n_types), float("nan"), device=d.device, dtype=d.dtype)], 1)
+            n = int(m.sum())
+            if n:
+                p = head[k:k + n].to(d.dtype)
+                best = fused_log_probabilities(d[m, 7:7 + nc][:, self.type_index], p, self.type_share).argmax(1)
+                d[m, 5] = d[m, 6] = typed[best].to(d.dtype)
+                d[m, -n_types:] = p
+                k += n
+            out.append(d)
+        return out
+
+    def _head_features(self, head: AttributeHead) -> list[torch.Tensor]:
+        return [self.tap.outputs[i] for i in head.config.layers]
+
     def _review(self, detections: list[torch.Tensor], rois: torch.Tensor, own: list[int], input_size: tuple[int, int]) -> list[tuple]:
         """(type probability, OOD score, reason, evidence) per detection in order (``rois``: their boxes with
         batch index, ``own``: their model classes): Nones for cells of classes the review model does not
-        type (RBC, platelets), and without a review model (evidence only)."""
+        type (RBC, platelets), and without a review model (evidence only). With a type head its
+        probabilities (:meth:`_types`) are fused into the type probability."""
         nc = len(self.model_names)
         scores = torch.cat([d[:, 7:7 + nc] for d in detections]).float()
         anchors = torch.cat([d[:, 7 + nc] for d in detections]).long()
@@ -336,19 +405,24 @@ class WBCAnalyzer:
             return result
         embeddings = self.evidence.embed(rois[wanted], input_size, anchors[wanted]).cpu()
         scores = scores[wanted].cpu()
+        head = None
+        if self.type_head:
+            # NaN rows (a cell the head did not type): the detector's alone (wbc.type_fusion)
+            head = torch.cat([d[:, -len(self.type_index):] for d in detections]).float()[wanted].cpu()
         if self.review:
-            p, _, ood = self.review.score(embeddings, scores)
+            p, _, ood = self.review.score(embeddings, scores, head)
             for n, i in enumerate(wanted):
                 result[i] = (float(p[n]), float(ood[n]), self.operating_point.reason(float(p[n]), float(ood[n])), None)
         if self.keep_evidence:
             for n, i in enumerate(wanted):
-                result[i] = (*result[i][:3], {"features": embeddings[n].numpy(), "scores": scores[n].numpy()})
+                result[i] = (*result[i][:3], {"features": embeddings[n].numpy(), "scores": scores[n].numpy(),
+                                              **({"types": head[n].numpy()} if head is not None and not head[n].isnan().any() else {})})
         return result
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(raw detector output (B, 4 + nc, anchors), the maps the head pools) for a uint8 batch."""
         out = self.detector(x.to(self.device))
-        return out[0] if isinstance(out, (list, tuple)) else out, self.tap.features if self.tap else []
+        return out[0] if isinstance(out, (list, tuple)) else out, self._head_features(self.head) if self.head else []
 
     def _head_probabilities(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> list[torch.Tensor]:
         """The head's own (uncalibrated) value probabilities per attribute."""

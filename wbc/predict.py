@@ -64,6 +64,14 @@ def colour_note(reference) -> str:
             f"{reference.fields} {reference.source}; the images here are as they came).")
 
 
+def type_note(analyzer) -> str:
+    """One sentence on who named the WBC types, for the report (after :func:`colour_note`)."""
+    if not analyzer.type_head:
+        return " WBC types are the detector's classes."
+    return (f" WBC types are the most likely of the detector's classes and a type head on its features together "
+            f"(the head weighing {analyzer.type_share:g}).")
+
+
 def cell_rows(image: str, cells: list[Cell], wbc: set[str], review_conf: float) -> list[dict]:
     rows = []
     for i, c in enumerate(cells):
@@ -158,7 +166,7 @@ def predict(source: str | Path, out: Path, options: PredictOptions | None = None
     if o.report:
         write_report(out / "report.html", f"WBC analysis: {Path(str(source)).name}", diff, cells_by_image,
                      {n: r.crops for n, r in images.items()}, wbc_list, skipped,
-                     scale_note(notes, analyzer.reference_rbc_px) + colour_note(analyzer.colour_reference))
+                     scale_note(notes, analyzer.reference_rbc_px) + colour_note(analyzer.colour_reference) + type_note(analyzer))
     summary = {"images": len(cells_by_image), "skipped": len(skipped), "converted": sum(1 for v in notes.values() if v["note"]),
                "tiled": sum(1 for r in images.values() if r.tiled), "rescaled": sum(1 for v in notes.values() if v["scale_factor"] != 1),
                "scale": dict(Counter(v["scale"] for v in notes.values())), "pixel_size_um": o.pixel_size,
@@ -168,6 +176,7 @@ def predict(source: str | Path, out: Path, options: PredictOptions | None = None
                "complete": not interrupted and len(done) == len(chunks), "files": len(files), "chunks": len(chunks),
                "workers": workers or 1, "scheduler": scheduler,
                "weights": str(o.weights), "head": str(analyzer.head_path) if analyzer.head else None, "imgsz": analyzer.imgsz,
+               "type_head": {"file": str(analyzer.type_head_path), "head_share": analyzer.type_share} if analyzer.type_head else None,
                "conf": o.conf, "review": diff["review"], "tile": analysis.tile, "overlap": analysis.overlap, "wbc_classes": wbc_list,
                "nrbc_classes": nrbc_list}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

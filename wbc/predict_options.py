@@ -31,6 +31,9 @@ class PredictOptions:
     weights: str | Path = option(str(DEFAULT_WEIGHTS), "detector (default: the shipped model); its attribute head beside it is used")
     head: str | Path | bool | None = option(None, "attribute head file, if not beside the weights (Python: False for none)",
                                             negate="--no-head")
+    types: str | Path | bool | None = option(None, "type head file, if not beside the weights (<stem>.types.pt): each WBC's type "
+                                             "from the detector's classes and the head together, as the model card weighs them "
+                                             "(Python: False for the detector's classes alone)", negate="--no-type-head")
     imgsz: int | None = option(None, "network input size in pixels (default: the head's, else the detector's training size)", rule=IMGSZ)
     conf: float = option(0.25, "minimum confidence of a cell", rule=FRACTION)
     iou: float = option(0.7, "NMS IoU", rule=FRACTION)

@@ -72,7 +72,7 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
              device: str = "cpu", data_root: str | None = None, attridet_csv: bool = False, plots: bool = True,
              class_map: str | Path | None = None, cell_classifier: str | Path | None = None, log=print,
              pixel_size: float | None = None, rescale: bool = True, field_groups: dict[str, list[str]] | None = None,
-             colour: bool = True) -> dict:
+             colour: bool = True, types: str | Path | bool | None = None) -> dict:
     """Evaluate and write everything to ``out`` (created). Returns the content of metrics.json. ``class_map``:
     a yaml mapping the model's classes to the dataset's, for a model trained on other classes."""
     start = time.time()
@@ -82,7 +82,7 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
         raise DatasetError(canonical.spec.yaml_path, f"no split '{split}' ({why})")
     analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device,
                            cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None,
-                           rescale=rescale, pixel_size=pixel_size, colour=colour)
+                           rescale=rescale, pixel_size=pixel_size, colour=colour, types=types)
     names = canonical.spec.names
     if class_map:
         analyzer.map_classes(load_class_map(class_map, list(analyzer.names.values()), names))
@@ -95,12 +95,13 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
     settings = {"weights": str(weights), "head": str(analyzer.head_path) if analyzer.head else None, "data": str(data), "split": split,
                 "imgsz": analyzer.imgsz, "batch": batch, "conf": conf, "iou": iou, "match_iou": match_iou, "device": device,
                 "class_map": str(class_map) if class_map else None, "cell_classifier": str(cell_classifier) if cell_classifier else None,
-                "pixel_size": pixel_size, "rescale": bool(analyzer.gain), "colour_normalised": analyzer.colour_reference is not None}
+                "pixel_size": pixel_size, "rescale": bool(analyzer.gain), "colour_normalised": analyzer.colour_reference is not None,
+                "type_head": str(analyzer.type_head_path) if analyzer.type_head else None, "type_head_share": analyzer.type_share}
     result = {"settings": settings}
     predictions, factors = _detection(result, analyzer, weights, canonical, split, batch, iou, device, out, plots, log)
     if has_field_classes(canonical, split):
         _field_types(result, predictions, canonical, split, out, plots, log, field_groups)
-    _cells(result, analyzer, scored, canonical, split, batch, match_iou, out, plots, attridet_csv, log, factors)
+    _cells(result, analyzer, scored, canonical, split, batch, match_iou, out, plots, attridet_csv, log, factors, field_groups)
     result["wall_seconds"] = time.time() - start
     (out / "metrics.json").write_text(json.dumps(_finite(result), indent=2))
     (out / "summary.md").write_text(summary(result))
@@ -184,9 +185,11 @@ def _field_types(result: dict, predictions: list[dict], canonical: CanonicalData
 
 
 def _cells(result: dict, analyzer: WBCAnalyzer, specs: list[dict], canonical: CanonicalDataset, split: str, batch: int, match_iou: float,
-           out: Path, plots: bool, attridet_csv: bool, log, factors: dict[str, float] | None = None) -> None:
+           out: Path, plots: bool, attridet_csv: bool, log, factors: dict[str, float] | None = None,
+           field_groups: dict[str, list[str]] | None = None) -> None:
     """The analyzer's cells at its confidence: operating point, attributes.csv, scores of the attributes
-    in ``specs`` and plots."""
+    in ``specs``, on single-WBC fields the type per field as predict.py types (the analyzer's
+    highest-confidence WBC-type cell: with a type head, the fused type), and plots."""
     from ultralytics.utils import TQDM
 
     names = canonical.spec.names
@@ -195,6 +198,16 @@ def _cells(result: dict, analyzer: WBCAnalyzer, specs: list[dict], canonical: Ca
     agnostic, aware = cells.matches(match_iou, class_aware=False), cells.matches(match_iou, class_aware=True)
     if analyzer.review is not None:
         _review(result, analyzer, cells, canonical, match_iou, out, plots, log)
+    if has_field_classes(canonical, split):
+        from wbc.evaluation.typing import top_cell_types
+        from wbc.field_accuracy import field_accuracy
+
+        typed = top_cell_types(cells, list(canonical.spec.wbc_classes), {"analyzer": lambda c: c.class_name})["analyzer"]
+        field = result["field_accuracy_cells"] = field_accuracy(canonical, split, typed)
+        if field_groups:
+            field["grouped"] = {"groups": field_groups, "accuracy": grouped_accuracy(field["confusion"], field_groups)}
+        log(f"WBC type per field as predict.py types (cells at conf >= {analyzer.conf}): {field['accuracy'] * 100:.2f}%"
+            + (f", grouped {field['grouped']['accuracy'] * 100:.2f}%" if field_groups else ""))
     result["operating_point"] = operating_point(cells, aware, names)
     log(operating_point_table(result["operating_point"], analyzer.conf, match_iou))
     truth_specs = [{"name": a.name, "values": list(a.values)} for a in canonical.spec.used_attributes]
@@ -290,6 +303,8 @@ def main(argv=None):
     p.add_argument("--no-rescale", action="store_true", help="evaluate every field at the size it comes")
     p.add_argument("--no-colour-norm", action="store_true", help="evaluate every field in its own colours (no normalisation to the "
                    "training fields' colours, which predict.py does where the model card records them)")
+    p.add_argument("--types", help="type head file, if not beside the weights (<stem>.types.pt)")
+    p.add_argument("--no-type-head", action="store_true", help="type by the detector's classes alone, not with the type head beside the weights")
     p.add_argument("--field-groups", nargs="+", metavar="GROUP=A,B", help="also score the WBC type per field with classes grouped, "
                    "e.g. NE=BNE,SNE IG=MMY,MY,PMY (PBC's published 8-group scheme)")
     p.add_argument("--attridet-csv", action="store_true", help="also write AttriDet's test.csv layout")
@@ -302,5 +317,6 @@ def main(argv=None):
     result = evaluate(args.weights, args.data, out, args.split, args.imgsz, args.batch, args.conf, args.iou, args.match_iou,
                       False if args.no_head else args.head, args.device, args.data_root, args.attridet_csv, not args.no_plots,
                       args.class_map, args.cell_classifier, pixel_size=args.pixel_size, rescale=not args.no_rescale,
-                      field_groups=parse_groups(args.field_groups), colour=not args.no_colour_norm)
+                      field_groups=parse_groups(args.field_groups), colour=not args.no_colour_norm,
+                      types=False if args.no_type_head else args.types)
     print(f"{result['images']} images in {result['wall_seconds']:.0f} s; written to {out}")

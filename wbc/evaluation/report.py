@@ -92,7 +92,12 @@ def summary(result: dict) -> str:
              *([origin_table(result["detection"]["per_origin"]), ""] if "per_origin" in result["detection"] else []),
              "## Cells at the operating point", "", operating_point_table(result["operating_point"], a["conf"], a["match_iou"])]
     if "field_accuracy" in result:
-        lines += ["", "## WBC type per field", "", field_section(result["field_accuracy"])]
+        lines += ["", "## WBC type per field", "", "The validator's boxes (conf 0.001, the detector's classes):", "",
+                  field_section(result["field_accuracy"])]
+    if "field_accuracy_cells" in result:
+        lines += ["", f"As predict.py types: the analyzer's cells at conf >= {a['conf']}"
+                  + (f", the type head weighing {a['type_head_share']:g}" if a.get("type_head") else "") + ":", "",
+                  field_section(result["field_accuracy_cells"])]
     if "attributes" in result:
         lines += ["", "## Attributes of matched boxes", "", attribute_section(result["attributes"], a["match_iou"])]
     if "review" in result:

@@ -89,16 +89,14 @@ def accuracy(table: pd.DataFrame, column: str, groups: dict[str, list[str]] | No
 
 
 def fused_probabilities(detector_scores: np.ndarray, head_probabilities: np.ndarray, weight: float) -> np.ndarray:
-    """One type distribution from both: the detector's sigmoid scores of the typed classes (K, T) made
-    a distribution (softmax of their logits, as the review model's type probability) and the head's
-    (K, T), combined as a weighted geometric mean, ``weight`` the head's share (0: the detector alone,
-    1: the head alone), renormalised."""
-    s = np.clip(np.asarray(detector_scores, np.float64), 1e-6, 1 - 1e-6)
-    log_detector = np.log(s) - np.log1p(-s)
-    log_detector = log_detector - np.logaddexp.reduce(log_detector, axis=1, keepdims=True)
-    log_head = np.log(np.clip(np.asarray(head_probabilities, np.float64), 1e-12, None))
-    mixed = (1 - weight) * log_detector + weight * log_head
-    return np.exp(mixed - np.logaddexp.reduce(mixed, axis=1, keepdims=True))
+    """The fused type distribution (:func:`wbc.type_fusion.fused_log_probabilities`) of (K, T) detector
+    scores of the typed classes and (K, T) head probabilities; ``weight``: the head's share."""
+    import torch
+
+    from wbc.type_fusion import fused_log_probabilities
+
+    return fused_log_probabilities(torch.as_tensor(np.asarray(detector_scores)), torch.as_tensor(np.asarray(head_probabilities)),
+                                   weight).exp().numpy()
 
 
 def fused_type(cell: Cell, class_index: list[int], types: list[str], weight: float, attribute: str = CELL_TYPE) -> str:

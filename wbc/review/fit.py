@@ -64,18 +64,27 @@ def typed_cells(evidence: SplitEvidence, type_classes: list[str], label_sets: di
     return np.array([t in type_classes or (t in label_sets and t != all_wbc) for t in evidence.cells["truth"]])
 
 
+def head_probabilities(model: ReviewModel, evidence: SplitEvidence) -> torch.Tensor | None:
+    """The type head's probabilities of the cells where the model fuses them in, else None."""
+    return torch.from_numpy(evidence.types) if model.head_share and evidence.types is not None else None
+
+
 def fit_review(train: SplitEvidence, val: SplitEvidence, names: list[str], type_classes: list[str],
                label_sets: dict[str, list[str]] | None = None, ood: list[str] = DEFAULT_OOD,
                review_rate: float = DEFAULT_REVIEW_RATE, probability_share: float = DEFAULT_PROBABILITY_SHARE,
-               k: int = DEFAULT_K, shrinkage: float = DEFAULT_SHRINKAGE) -> tuple[ReviewModel, dict]:
+               k: int = DEFAULT_K, shrinkage: float = DEFAULT_SHRINKAGE, head_share: float = 0.0) -> tuple[ReviewModel, dict]:
     """The review model and its report. ``names``: the detector's classes; ``type_classes``: those typed;
-    ``k``: neighbours of the kNN score; ``shrinkage``: of the Mahalanobis covariance."""
+    ``k``: neighbours of the kNN score; ``shrinkage``: of the Mahalanobis covariance; ``head_share``: the
+    type head's share of the type distribution (the analyzer's, :mod:`wbc.type_fusion`; its evidence
+    must then hold the head's probabilities)."""
     label_sets = label_sets or {}
     unknown = [s for s in ood if s not in SCORES]
     if unknown:
         raise ValueError(f"unknown OOD score(s) {unknown}: choose from {SCORES}")
     model = ReviewModel(type_classes, [names.index(c) for c in type_classes], review_rate=review_rate, ood=list(ood),
-                        probability_share=probability_share)
+                        probability_share=probability_share, head_share=head_share)
+    if head_share and val.types is None:
+        raise ValueError("a type head's share without its probabilities: gather the evidence with the type head")
     # OOD statistics: every true WBC-type training cell; its class is the truth where typed, else the detector's call
     labels = typed_labels(train, type_classes)
     predicted = np.array([type_classes.index(p) if p in type_classes else -1 for p in train.cells["predicted"]])
@@ -88,7 +97,9 @@ def fit_review(train: SplitEvidence, val: SplitEvidence, names: list[str], type_
     scores = torch.from_numpy(val.scores)
     val_labels = typed_labels(val, type_classes)
     single = val_labels >= 0
-    model.temperature = fit_temperature(model.type_logits(scores[single]), torch.from_numpy(val_labels[single]))
+    types = head_probabilities(model, val)
+    model.temperature = fit_temperature(model.type_log_probabilities(scores[single], None if types is None else types[single]),
+                                        torch.from_numpy(val_labels[single]))
     for name, p in val.attributes.items():
         codes = val.truth_attributes[name].to_numpy() if name in val.truth_attributes else np.full(len(p), -1)
         known = (codes >= 0) & ~np.isnan(p).any(1)
@@ -98,7 +109,7 @@ def fit_review(train: SplitEvidence, val: SplitEvidence, names: list[str], type_
     # each score's spread on the val cells, then the operating point on their combined score
     raw = model.raw_scores(torch.from_numpy(val.features), scores)
     model.spread = {k: (float(v.median()), float(v.quantile(0.95) - v.median())) for k, v in raw.items()}
-    p_type = model.type_probabilities(scores).max(1).values.numpy()
+    p_type = model.type_probabilities(scores, head_probabilities=types).max(1).values.numpy()
     combined = model.combine(raw).numpy()
     weights = origin_weights(val.cells["origin"])
     model.known = {"type_probability": p_type, "ood": combined, "weight": weights}
@@ -112,12 +123,13 @@ def report(model: ReviewModel, val: SplitEvidence, op: OperatingPoint, label_set
     all_wbc = max(label_sets, key=lambda k: len(label_sets[k])) if label_sets else None
     scores = torch.from_numpy(val.scores)
     raw = model.raw_scores(torch.from_numpy(val.features), scores)
-    before = model.type_probabilities(scores, calibrated=False).numpy()
-    after = model.type_probabilities(scores).numpy()
+    types = head_probabilities(model, val)
+    before = model.type_probabilities(scores, calibrated=False, head_probabilities=types).numpy()
+    after = model.type_probabilities(scores, head_probabilities=types).numpy()
     p_type, ood = after.max(1), model.combine(raw).numpy()
     typed = typed_cells(val, model.type_classes, label_sets, all_wbc)
     out = {"operating_point": op.as_dict(), "temperature": model.temperature, "attribute_temperatures": model.attribute_temperatures,
-           "ood": model.ood, "per_origin": {}}
+           "ood": model.ood, "head_share": model.head_share, "per_origin": {}}
     origins = val.cells["origin"].to_numpy()
     for origin in ["all", *sorted(set(origins))]:
         rows = np.ones(len(origins), bool) if origin == "all" else origins == origin
@@ -173,7 +185,9 @@ def card_section(result: dict, command: str) -> str:
              f"{op['min_type_probability']:.3f} or its OOD score ({' + '.join(result['ood'])}, scaled by its spread on val) is above "
              f"{op['max_ood']:.3f}: the operating point that flags {100 * op['review_rate']:.0f}% of val cells of known types "
              "(every source weighing the same). Type temperature "
-             f"{result['temperature']:.3f}.", "", review_table(result)]
+             f"{result['temperature']:.3f}" + (f", on the type distribution of the detector and its type head together (the head "
+                                               f"weighing {result['head_share']:g}, wbc/type_fusion.py)" if result.get("head_share") else "")
+             + ".", "", review_table(result)]
     return "\n".join(lines)
 
 
@@ -202,7 +216,7 @@ def update_card(weights: Path, result: dict, command: str) -> None:
     md, js = weights.with_suffix(".md"), weights.with_suffix(".json")
     if js.is_file():
         card = json.loads(js.read_text())
-        card["review"] = {k: result[k] for k in ("operating_point", "temperature", "attribute_temperatures", "ood")}
+        card["review"] = {k: result[k] for k in ("operating_point", "temperature", "attribute_temperatures", "ood", "head_share") if k in result}
         js.write_text(json.dumps(card, indent=2))
     if md.is_file():
         text = md.read_text()
@@ -252,7 +266,7 @@ def main(argv=None):
     evidence = {s: gather(analyzer, canonical, s, args.batch, lambda it, n, s=s: TQDM(it, total=n, desc=f"cells ({s})"), weights)
                 for s in ("train", "val")}
     model, result = fit_review(evidence["train"], evidence["val"], names, type_classes, canonical.spec.label_sets, args.ood,
-                               args.review_rate, args.probability_share, args.k, args.shrinkage)
+                               args.review_rate, args.probability_share, args.k, args.shrinkage, analyzer.type_share)
     out = new_run_dir(args.name, runs_root() / "calibrate")
     result = write_report(out, {"weights": str(weights), "data": args.data, "cells": {s: len(e.cells) for s, e in evidence.items()},
                                 **result, "seconds": time.time() - start})

@@ -2,7 +2,8 @@
 cell's evidence (:mod:`wbc.review.features`) into
 
 - a **calibrated type probability**: softmax over the typed classes' logits divided by a fitted
-  temperature (:mod:`wbc.review.calibration`);
+  temperature (:mod:`wbc.review.calibration`); with a type head (``head_share`` > 0), over the log of
+  the fused distribution of the detector and the head (:mod:`wbc.type_fusion`);
 - an **out-of-distribution score** (:mod:`wbc.review.scores`), from statistics of training cells of
   every source: one score or the sum of several, each scaled by its spread on val cells of known types;
 - the **operating point** (:mod:`wbc.review.decision`), chosen on those val cells, and the val cells'
@@ -22,6 +23,7 @@ import torch
 from wbc.review.decision import DEFAULT_PROBABILITY_SHARE, DEFAULT_REVIEW_RATE, OperatingPoint, choose_operating_point
 from wbc.review.features import DEFAULT_LAYERS, logits_of
 from wbc.review.scores import Mahalanobis, NearestNeighbours, energy
+from wbc.type_fusion import fused_log_probabilities
 from wbc.weights import read_checkpoint
 
 SCORES = ("knn", "mahalanobis", "energy")
@@ -48,13 +50,20 @@ class ReviewModel:
     known: dict[str, np.ndarray] = field(default_factory=dict)  # val known cells: type_probability, ood, weight
     review_rate: float = DEFAULT_REVIEW_RATE
     probability_share: float = DEFAULT_PROBABILITY_SHARE  # how the rate is split between the two tests (wbc.review.decision)
+    head_share: float = 0.0  # the type head's share of the type distribution (wbc.type_fusion; 0: the detector's classes alone)
 
     def type_logits(self, class_scores: torch.Tensor) -> torch.Tensor:
-        """(K, nc) detector sigmoid scores -> (K, typed classes) logits."""
+        """(K, nc) detector sigmoid scores -> (K, typed classes) logits (the energy score's)."""
         return logits_of(class_scores[:, self.class_index])
 
-    def type_probabilities(self, class_scores: torch.Tensor, calibrated: bool = True) -> torch.Tensor:
-        return (self.type_logits(class_scores) / (self.temperature if calibrated else 1.0)).softmax(1)
+    def type_log_probabilities(self, class_scores: torch.Tensor, head_probabilities: torch.Tensor | None = None) -> torch.Tensor:
+        """(K, typed classes) log type distribution before calibration: the detector's, fused with the type
+        head's (K, typed classes) probabilities where given and ``head_share`` > 0."""
+        return fused_log_probabilities(class_scores[:, self.class_index], head_probabilities, self.head_share).float()
+
+    def type_probabilities(self, class_scores: torch.Tensor, calibrated: bool = True,
+                           head_probabilities: torch.Tensor | None = None) -> torch.Tensor:
+        return (self.type_log_probabilities(class_scores, head_probabilities) / (self.temperature if calibrated else 1.0)).softmax(1)
 
     def raw_scores(self, embeddings: torch.Tensor, class_scores: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {"energy": energy(self.type_logits(class_scores))}
@@ -72,9 +81,10 @@ class ReviewModel:
             total = total + (raw[name] - median) / (spread or 1.0)
         return total
 
-    def score(self, embeddings: torch.Tensor, class_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def score(self, embeddings: torch.Tensor, class_scores: torch.Tensor,
+              head_probabilities: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(calibrated probability of the most likely typed class, its index in ``type_classes``, OOD score) per cell."""
-        p, index = self.type_probabilities(class_scores).max(1)
+        p, index = self.type_probabilities(class_scores, head_probabilities=head_probabilities).max(1)
         return p, index, self.combine(self.raw_scores(embeddings, class_scores))
 
     def operating_point(self, review_rate: float | None = None) -> OperatingPoint:
@@ -91,13 +101,14 @@ class ReviewModel:
             "knn": self.knn.state() if self.knn else None, "mahalanobis": self.mahalanobis.state() if self.mahalanobis else None,
             "ood": self.ood, "spread": {k: list(v) for k, v in self.spread.items()},
             "known": {k: torch.as_tensor(np.asarray(v, np.float64)) for k, v in self.known.items()}, "review_rate": self.review_rate,
-            "probability_share": self.probability_share,
+            "probability_share": self.probability_share, "head_share": self.head_share,
         }, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "ReviewModel":
         s = read_checkpoint(path, "review model", ("knn", "mahalanobis"))
         s.setdefault("probability_share", DEFAULT_PROBABILITY_SHARE)
+        s.setdefault("head_share", 0.0)  # a review model from before type heads
         knn, maha = s.pop("knn"), s.pop("mahalanobis")
         return cls(**{**s, "spread": {k: tuple(v) for k, v in s["spread"].items()},
                       "known": {k: v.numpy().astype(float) for k, v in s["known"].items()},
