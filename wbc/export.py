@@ -55,7 +55,8 @@ def export_onnx(weights: str | Path, out: str | Path | None = None, imgsz: int |
     from ultralytics.nn.modules import Detect
     from ultralytics.utils.export.engine import torch2onnx
 
-    analyzer = WBCAnalyzer(weights, head, imgsz, types=False)  # the type head is not exported: types are the detector's classes
+    # neither the type head nor the review model is exported: types are the detector's classes
+    analyzer = WBCAnalyzer(weights, head, imgsz, review=False, types=False)
     out = Path(out) if out else Path(weights).with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)
     s = analyzer.imgsz
