@@ -22,7 +22,7 @@ from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import scale_boxes
 
 from wbc.arguments import IMGSZ, check
-from wbc.attributes.data import letterbox, to_tensor, unletterbox
+from wbc.attributes.data import CELL_TYPE, letterbox, to_tensor, unletterbox
 from wbc.attributes.head import AttributeHead, FeatureTap, head_path_for
 from wbc.class_map import ClassMap
 from wbc.colour import ColourReference, normalize
@@ -213,8 +213,6 @@ class WBCAnalyzer:
         self.review_classes = set(self.review.type_classes if self.review else self.model_names.values())
 
     def _load_type_head(self, path: Path, card: dict, share: float | None) -> None:
-        from wbc.attributes.data import CELL_TYPE
-
         head = AttributeHead.load(path)
         attributes = head.config.attributes
         if len(attributes) != 1 or attributes[0]["name"] != CELL_TYPE:

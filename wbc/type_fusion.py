@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from wbc.review.features import logits_of
+
 
 def types_path_for(detector_weights: str | Path) -> Path:
     p = Path(detector_weights)
@@ -23,8 +25,7 @@ def types_path_for(detector_weights: str | Path) -> Path:
 
 def detector_log_probabilities(scores: torch.Tensor) -> torch.Tensor:
     """(K, T) sigmoid scores of the typed classes -> log of the distribution their logits give."""
-    s = scores.double().clamp(1e-6, 1 - 1e-6)
-    return (s.log() - (-s).log1p()).log_softmax(1)
+    return logits_of(scores).double().log_softmax(1)
 
 
 def fused_log_probabilities(scores: torch.Tensor, head_probabilities: torch.Tensor | None, head_share: float) -> torch.Tensor:

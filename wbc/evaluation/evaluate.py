@@ -37,7 +37,8 @@ from wbc.evaluation.detection import validate
 from wbc.evaluation.plots import confusion_counts, plot_confusion
 from wbc.evaluation.report import (agreement_line, attribute_section, call_section, detection_table, field_section, operating_point_table,
                                    origin_table, summary)
-from wbc.field_accuracy import NO_WBC, field_accuracy_of_predictions, grouped_accuracy, has_field_classes
+from wbc.evaluation.typing import top_cell_types
+from wbc.field_accuracy import NO_WBC, field_accuracy, field_accuracy_of_predictions, grouped_accuracy, has_field_classes
 from wbc.inference import WBCAnalyzer
 from wbc.paths import DEFAULT_WEIGHTS, new_run_dir, runs_root
 
@@ -199,9 +200,6 @@ def _cells(result: dict, analyzer: WBCAnalyzer, specs: list[dict], canonical: Ca
     if analyzer.review is not None:
         _review(result, analyzer, cells, canonical, match_iou, out, plots, log)
     if has_field_classes(canonical, split):
-        from wbc.evaluation.typing import top_cell_types
-        from wbc.field_accuracy import field_accuracy
-
         typed = top_cell_types(cells, list(canonical.spec.wbc_classes), {"analyzer": lambda c: c.class_name})["analyzer"]
         field = result["field_accuracy_cells"] = field_accuracy(canonical, split, typed)
         if field_groups:
