@@ -1,4 +1,4 @@
-"""Export the detector and its attribute head to ONNX (run them with wbc.export.OnnxAnalyzer).
+"""Export the detector, its attribute head and its type head to ONNX (run them with wbc.export.OnnxAnalyzer).
 
     python export.py --weights weights/wbc_multisource_yolov5n_352.pt
 """

@@ -174,7 +174,7 @@ def test_a_cell_scored_as_two_types_is_one_cell(monkeypatch):
     raw[0, :4, 1] = torch.tensor([101.0, 100.0, 80.0, 78.0])  # the same cell, boxed a pixel off
     raw[0, :4, 2] = torch.tensor([250.0, 250.0, 40.0, 40.0])  # a red cell elsewhere
     raw[0, 4 + names.index("BNE"), 0], raw[0, 4 + names.index("SNE"), 1], raw[0, 4 + names.index("RBC"), 2] = 0.72, 0.57, 0.9
-    monkeypatch.setattr(analyzer, "_forward", lambda x: (raw, []))
+    monkeypatch.setattr(analyzer, "_forward", lambda x: (raw, {}))
     cells = analyzer([np.full((352, 352, 3), 200, np.uint8)])[0]
     assert sorted(c.class_name for c in cells) == ["BNE", "RBC"]
 
@@ -197,7 +197,7 @@ def test_a_cell_boxed_again_around_its_neighbour_is_one_cell(monkeypatch):
     for j, (xywh, name, score) in boxes.items():
         raw[0, :4, j] = torch.tensor(xywh, dtype=torch.float32)
         raw[0, 4 + names.index(name), j] = score
-    monkeypatch.setattr(analyzer, "_forward", lambda x: (raw, []))
+    monkeypatch.setattr(analyzer, "_forward", lambda x: (raw, {}))
     cells = analyzer([np.full((352, 352, 3), 200, np.uint8)])[0]
     assert sorted((c.class_name, round(c.confidence, 2)) for c in cells) == [("LY", 0.8), ("MO", 0.47), ("PLT", 0.6), ("RBC", 0.9), ("SNE", 0.7)]
 

@@ -5,9 +5,11 @@ pass still serves both) and of the head, and an onnxruntime analyzer that gives 
     python export.py --weights weights/wbc_multisource_yolov5n_352.pt
 
 writes ``<stem>.onnx`` (input ``images`` (B, 3, S, S) RGB in [0, 1]; outputs ``output0`` (B, 4 + nc,
-anchors) and ``feature<i>`` per pooled layer), ``<stem>.attributes.onnx`` (inputs the feature maps and
-``boxes`` (K, 5) = batch index, x1 y1 x2 y2 in input pixels; one logit output per attribute) and
-``<stem>.onnx.json`` (classes, input size, attributes).
+anchors) and ``feature<i>`` per layer a head pools), ``<stem>.attributes.onnx`` (inputs its layers'
+feature maps and ``boxes`` (K, 5) = batch index, x1 y1 x2 y2 in input pixels; one logit output per
+attribute), ``<stem>.types.onnx`` (the type head beside the weights, the same way; output
+``cell_type``) and ``<stem>.onnx.json`` (classes, input size, attributes, the type head's types and
+share). The review model is not exported.
 """
 
 from __future__ import annotations
@@ -50,13 +52,15 @@ class _Head(nn.Module):
         return tuple(self.head(list(inputs[: self.levels]), inputs[self.levels], self.input_size))
 
 
-def export_onnx(weights: str | Path, out: str | Path | None = None, imgsz: int | None = None, head: str | Path | bool | None = None) -> dict:
-    """Export; returns the paths written. ``out``: path stem (default: next to the weights)."""
+def export_onnx(weights: str | Path, out: str | Path | None = None, imgsz: int | None = None, head: str | Path | bool | None = None,
+                types: str | Path | bool | None = None, type_share: float | None = None) -> dict:
+    """Export; returns the paths written. ``out``: path stem (default: next to the weights). ``head``,
+    ``types``, ``type_share``: as :class:`WBCAnalyzer`'s (None: the heads beside the weights, the share
+    the model card records)."""
     from ultralytics.nn.modules import Detect
     from ultralytics.utils.export.engine import torch2onnx
 
-    # neither the type head nor the review model is exported: types are the detector's classes
-    analyzer = WBCAnalyzer(weights, head, imgsz, review=False, types=False)
+    analyzer = WBCAnalyzer(weights, head, imgsz, review=False, types=types, type_share=type_share)  # no review model: not exported
     out = Path(out) if out else Path(weights).with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)
     s = analyzer.imgsz
@@ -64,31 +68,37 @@ def export_onnx(weights: str | Path, out: str | Path | None = None, imgsz: int |
     for m in detector.modules():
         if isinstance(m, Detect):
             m.export, m.format, m.dynamic, m.shape = True, "onnx", True, None
-    layers = analyzer.head.config.layers if analyzer.head else []
+    layers = list(analyzer.tap.layers) if analyzer.tap else []  # every layer either head pools
     wrapper = _DetectorWithFeatures(detector, layers).eval()
     image = torch.zeros(1, 3, s, s)
-    feature_names = [f"feature{i}" for i in layers]
     with torch.no_grad():
-        features = wrapper(image)[1:] if layers else []
+        maps = dict(zip(layers, wrapper(image)[1:])) if layers else {}
+    feature_axes = {f"feature{i}": {0: "batch", 2: f"feature{i}_height", 3: f"feature{i}_width"} for i in layers}
     written = {"detector": str(out.with_suffix(".onnx"))}
-    torch2onnx(wrapper, image, written["detector"], OPSET, ["images"], ["output0", *feature_names],
-               {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"},
-                **{n: {0: "batch", 2: f"{n}_height", 3: f"{n}_width"} for n in feature_names}})
-    if analyzer.head:
-        written["head"] = str(out.with_suffix(".attributes.onnx"))
-        boxes = torch.tensor([[0, 10.0, 10.0, s / 2, s / 2]])
-        specs = analyzer.attribute_specs
-        torch2onnx(_Head(copy.deepcopy(analyzer.head).eval(), (s, s), len(layers)), (*features, boxes), written["head"], OPSET,
-                   [*feature_names, "boxes"], [spec["name"] for spec in specs],
-                   {**{n: {0: "batch", 2: f"{n}_height", 3: f"{n}_width"} for n in feature_names}, "boxes": {0: "boxes"},
-                    **{spec["name"]: {0: "boxes"} for spec in specs}})
+    torch2onnx(wrapper, image, written["detector"], OPSET, ["images"], ["output0", *feature_axes],
+               {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}, **feature_axes})
+    boxes = torch.tensor([[0, 10.0, 10.0, s / 2, s / 2]])
+    for kind, suffix, pooled in (("head", ".attributes.onnx", analyzer.head), ("types", ".types.onnx", analyzer.type_head)):
+        if pooled is None:
+            continue
+        written[kind] = str(out.with_suffix(suffix))
+        own = [f"feature{i}" for i in pooled.config.layers]
+        outputs = [spec["name"] for spec in pooled.config.attributes]
+        torch2onnx(_Head(copy.deepcopy(pooled).eval(), (s, s), len(own)), (*(maps[i] for i in pooled.config.layers), boxes),
+                   written[kind], OPSET, [*own, "boxes"], outputs,
+                   {**{n: feature_axes[n] for n in own}, "boxes": {0: "boxes"}, **{n: {0: "boxes"} for n in outputs}})
     meta = {"names": analyzer.names, "imgsz": s, "stride": analyzer.stride, "layers": layers, "attributes": analyzer.attribute_specs,
             "attribute_classes": analyzer.attribute_classes, "weights": str(weights),
             "head_file": Path(written["head"]).name if "head" in written else None,
+            "head_layers": analyzer.head.config.layers if analyzer.head else [],
             "train_rbc_diameter_px": analyzer.reference_rbc_px, "train_field_size": analyzer.field_size,  # fields at the training scale
             "nested": analyzer.nested, "nested_classes": analyzer.nested_classes,  # one box per cell, as WBCAnalyzer
             "colour_reference": analyzer.colour_reference.to_card() if analyzer.colour_reference else None,  # the training colours
-            "types": "the detector's classes (a type head beside the weights is not exported)"}
+            # the type head's distribution, fused with the detector's classes as WBCAnalyzer does (wbc.type_fusion)
+            "types_file": Path(written["types"]).name if "types" in written else None,
+            "type_layers": analyzer.type_head.config.layers if analyzer.type_head else [],
+            "type_classes": analyzer.type_head.config.attributes[0]["values"] if analyzer.type_head else [],
+            "type_share": analyzer.type_share}
     written["meta"] = str(out.with_suffix(".onnx.json"))
     Path(written["meta"]).write_text(json.dumps(meta, indent=2))
     return written
@@ -98,7 +108,7 @@ class OnnxAnalyzer(WBCAnalyzer):
     """:class:`WBCAnalyzer` on onnxruntime: same preprocessing, NMS and output, from ``<stem>.onnx``."""
 
     def __init__(self, onnx_file: str | Path, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, threads: int | None = None,
-                 attributes: bool = True, rescale: bool = True, pixel_size: float | None = None):
+                 attributes: bool = True, rescale: bool = True, pixel_size: float | None = None, types: bool = True):
         import onnxruntime as ort
 
         onnx_file = Path(onnx_file)
@@ -110,12 +120,16 @@ class OnnxAnalyzer(WBCAnalyzer):
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-        head_file = onnx_file.parent / meta["head_file"] if meta.get("head_file") and attributes else None
-        self.head_session = ort.InferenceSession(str(head_file), options, providers=["CPUExecutionProvider"]) if head_file else None
+        def session(key: str, wanted: bool):
+            return ort.InferenceSession(str(onnx_file.parent / meta[key]), options, providers=["CPUExecutionProvider"]) \
+                if meta.get(key) and wanted else None
+
+        self.head_session, self.types_session = session("head_file", attributes), session("types_file", types)
         self.names = {int(k): v for k, v in meta["names"].items()}
         self.model_names = dict(self.names)
         self.described = meta.get("attribute_classes")
         self.imgsz, self.layers, self.stride = meta["imgsz"], meta["layers"], meta["stride"]
+        self.head_layers, self.type_layers = meta.get("head_layers", self.layers), meta.get("type_layers", [])  # older exports: one head
         self.specs = meta["attributes"] if self.head_session else []
         self.conf, self.iou, self.max_det = conf, iou, max_det
         self.class_map, self.cell_classifier, self.head, self.head_path, self.device = None, None, None, None, torch.device("cpu")
@@ -126,8 +140,12 @@ class OnnxAnalyzer(WBCAnalyzer):
         # no review model on this path (the graph does not expose the features it needs): predict's --review-conf decides
         self.review = self.review_path = self.operating_point = self.evidence = None
         self.keep_evidence, self.review_classes = False, set()
-        # nor a type head (not exported): WBC types are the detector's classes, as WBCAnalyzer(types=False)
+        # the type head fused with the detector's classes as WBCAnalyzer does; without one (older exports, types=False) the detector's
         self.type_head, self.type_head_path, self.type_share, self.type_index = None, None, 0.0, []
+        if self.types_session:
+            index = {n: i for i, n in self.model_names.items()}
+            self.type_head, self.type_head_path = self.types_session, onnx_file.parent / meta["types_file"]
+            self.type_share, self.type_index = float(meta["type_share"]), [index[c] for c in meta["type_classes"]]
 
     @property
     def attribute_specs(self) -> list[dict]:
@@ -137,14 +155,21 @@ class OnnxAnalyzer(WBCAnalyzer):
     def attribute_classes(self) -> list[str] | None:
         return self.described
 
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[int, np.ndarray]]:
         outputs = self.session.run(None, {"images": x.numpy()})
-        return torch.from_numpy(outputs[0]), [torch.from_numpy(f) for f in outputs[1:]] if self.head_session else []
+        return torch.from_numpy(outputs[0]), dict(zip(self.layers, outputs[1:]))
 
-    def _head_probabilities(self, features, boxes, input_size):
-        feed = {f"feature{i}": f.numpy() for i, f in zip(self.layers, features)}
-        feed["boxes"] = boxes.numpy().astype(np.float32)
-        return [torch.from_numpy(logits).softmax(1) for logits in self.head_session.run(None, feed)]
+    @staticmethod
+    def _run(session, layers: list[int], maps: dict[int, np.ndarray], boxes: torch.Tensor) -> list[torch.Tensor]:
+        feed = {f"feature{i}": maps[i] for i in layers}
+        feed["boxes"] = boxes.cpu().numpy().astype(np.float32)
+        return [torch.from_numpy(logits).softmax(1) for logits in session.run(None, feed)]
+
+    def _head_probabilities(self, maps, boxes, input_size):
+        return self._run(self.head_session, self.head_layers, maps, boxes)
+
+    def _type_probabilities(self, maps, boxes, input_size):
+        return self._run(self.types_session, self.type_layers, maps, boxes)[0]
 
 
 def main(argv=None):
@@ -155,10 +180,14 @@ def main(argv=None):
     p.add_argument("--head", help="attribute head file, if not beside the weights")
     p.add_argument("--no-head", action="store_true")
     p.add_argument("--imgsz", type=IMGSZ, help="input size (default: the head's, else the detector's training size)")
+    p.add_argument("--types", help="type head file, if not beside the weights (<stem>.types.pt)")
+    p.add_argument("--no-type-head", action="store_true", help="type WBCs by the detector's classes alone")
+    p.add_argument("--type-share", type=float, help="the type head's weight in [0, 1] (default: the model card's)")
     p.add_argument("--out", help="output path stem (default: beside the weights)")
     args = p.parse_args(argv)
     from wbc.paths import DEFAULT_WEIGHTS
 
-    written = export_onnx(args.weights or DEFAULT_WEIGHTS, args.out, args.imgsz, False if args.no_head else args.head)
+    written = export_onnx(args.weights or DEFAULT_WEIGHTS, args.out, args.imgsz, False if args.no_head else args.head,
+                          False if args.no_type_head else args.types, args.type_share)
     for kind, path in written.items():
         print(f"{kind}: {path}")

@@ -324,7 +324,7 @@ class WBCAnalyzer:
         return out
 
     def _cells(self, x: torch.Tensor, images: list[np.ndarray]) -> list[list[Cell]]:
-        predictions, features = self._forward(x)
+        predictions, maps = self._forward(x)
         nc = len(self.model_names)
         # one box per cell: class-agnostic NMS, so that a cell scored as two WBC types (BNE 0.72, SNE 0.57) is counted once;
         # every class score and the anchor index ride along as extra columns, for the review decision
@@ -337,12 +337,12 @@ class WBCAnalyzer:
         # column 6: the model's own class, kept through a class map; 7 to 7 + nc: its class scores; then its anchor
         detections = [torch.cat([d[:, :6], d[:, 5:6], d[:, 6:]], 1) for d in detections]
         if self.type_head:
-            detections = self._types(detections, tuple(x.shape[-2:]))
+            detections = self._types(detections, maps, tuple(x.shape[-2:]))
         if self.class_map:
             detections = [self.class_map.apply(d, self.iou) for d in detections]
         rois = torch.cat([torch.cat([torch.full((len(d), 1), i, device=d.device), d[:, :4]], 1) for i, d in enumerate(detections)])
         own = torch.cat([d[:, 6] for d in detections]).long().tolist()  # every detection's own class, in order
-        attributes, raw = self._attributes(features, rois, own, tuple(x.shape[-2:])) if self.attribute_specs else (None, {})
+        attributes, raw = self._attributes(maps, rois, own, tuple(x.shape[-2:])) if self.attribute_specs else (None, {})
         reviews = self._review(detections, rois, own, tuple(x.shape[-2:])) if self.evidence else None
         cells, k = [], 0
         for det, image in zip(detections, images):
@@ -362,7 +362,7 @@ class WBCAnalyzer:
                 self._call(image, row)
         return cells
 
-    def _types(self, detections: list[torch.Tensor], input_size: tuple[int, int]) -> list[torch.Tensor]:
+    def _types(self, detections: list[torch.Tensor], maps: dict[int, torch.Tensor], input_size: tuple[int, int]) -> list[torch.Tensor]:
         """Each WBC-type detection (by the detector's class) typed by the fused distribution of the
         detector and the type head: its class columns (5, and 6, the model's own class) set to the most
         likely type. The head's probabilities ride along as the last columns (NaN for other
@@ -372,7 +372,7 @@ class WBCAnalyzer:
         mine = [torch.isin(d[:, 6].long(), typed) for d in detections]
         rois = torch.cat([torch.cat([torch.full((int(m.sum()), 1), float(b), device=d.device), d[m, :4]], 1)
                           for b, (d, m) in enumerate(zip(detections, mine))])
-        head = self.type_head(self._head_features(self.type_head), rois, input_size)[0].softmax(1) if len(rois) else None
+        head = self._type_probabilities(maps, rois, input_size) if len(rois) else None
         out, k = [], 0
         for d, m in zip(detections, mine):
             d = torch.cat([d, torch.full((len(d), n_types), float("nan"), device=d.device, dtype=d.dtype)], 1)
@@ -386,8 +386,9 @@ class WBCAnalyzer:
             out.append(d)
         return out
 
-    def _head_features(self, head: AttributeHead) -> list[torch.Tensor]:
-        return [self.tap.outputs[i] for i in head.config.layers]
+    def _type_probabilities(self, maps: dict[int, torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+        """(K, T) the type head's distribution over its types for boxes (K, 5) in input pixels."""
+        return self.type_head([maps[i] for i in self.type_head.config.layers], boxes, input_size)[0].softmax(1)
 
     def _review(self, detections: list[torch.Tensor], rois: torch.Tensor, own: list[int], input_size: tuple[int, int]) -> list[tuple]:
         """(type probability, OOD score, reason, evidence) per detection in order (``rois``: their boxes with
@@ -417,21 +418,21 @@ class WBCAnalyzer:
                                               **({"types": head[n].numpy()} if head is not None and not head[n].isnan().any() else {})})
         return result
 
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(raw detector output (B, 4 + nc, anchors), the maps the head pools) for a uint8 batch."""
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """(raw detector output (B, 4 + nc, anchors), {layer: its map} of the layers the heads pool) for a uint8 batch."""
         out = self.detector(x.to(self.device))
-        return out[0] if isinstance(out, (list, tuple)) else out, self._head_features(self.head) if self.head else []
+        return out[0] if isinstance(out, (list, tuple)) else out, dict(self.tap.outputs) if self.tap else {}
 
-    def _head_probabilities(self, features: list[torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> list[torch.Tensor]:
+    def _head_probabilities(self, maps: dict[int, torch.Tensor], boxes: torch.Tensor, input_size: tuple[int, int]) -> list[torch.Tensor]:
         """The head's own (uncalibrated) value probabilities per attribute."""
-        return [logits.softmax(1) for logits in self.head(features, boxes, input_size)]
+        return [logits.softmax(1) for logits in self.head([maps[i] for i in self.head.config.layers], boxes, input_size)]
 
     @property
     def attribute_classes(self) -> list[str] | None:
         """The model's classes the head describes (None: all)."""
         return self.head.config.classes if self.head else None
 
-    def _attributes(self, features: list[torch.Tensor], rois: torch.Tensor, own: list[int],
+    def _attributes(self, maps: dict[int, torch.Tensor], rois: torch.Tensor, own: list[int],
                     input_size: tuple[int, int]) -> tuple[list[dict], dict[str, dict[int, np.ndarray]]]:
         """({attribute: (value, calibrated probability)} for every detection, in order, {} for a detection of a
         class the head does not describe (RBC, platelets: their attributes are not applicable, and pooling them
@@ -443,7 +444,7 @@ class WBCAnalyzer:
             return result, raw
         per_attribute = []
         temperatures = self.review.attribute_temperatures if self.review else {}
-        for spec, p in zip(self.attribute_specs, self._head_probabilities(features, rois[wanted], input_size)):
+        for spec, p in zip(self.attribute_specs, self._head_probabilities(maps, rois[wanted], input_size)):
             if self.keep_evidence:
                 raw[spec["name"]] = dict(zip(wanted, p.cpu().numpy()))
             t = temperatures.get(spec["name"], 1.0)
