@@ -184,3 +184,37 @@ def test_a_type_heads_share_enters_the_type_probability():
     detector = ReviewModel(["A", "B", "C"], [0, 1, 2], temperature=1.5)
     assert torch.allclose(model.type_probabilities(scores), detector.type_probabilities(scores))
     assert torch.allclose(detector.type_probabilities(scores), (detector.type_logits(scores) / 1.5).softmax(1), atol=1e-6)
+
+
+def test_the_onnx_export_carries_the_review_decision(reviewed, tmp_path):
+    """The exported graph outputs the review model's evidence: onnxruntime gives each cell the same
+    type probability, OOD score and "unidentified" reason as PyTorch."""
+    pytest.importorskip("onnxruntime")
+    import cv2
+
+    from wbc.canonical import prepare
+    from wbc.export import OnnxAnalyzer, export_onnx
+    from wbc.inference import WBCAnalyzer
+
+    data, weights, _, _, _ = reviewed
+    written = export_onnx(weights, tmp_path / "model", head=False)
+    assert "review" in written and (tmp_path / "model.review.pt").is_file()
+    images = [cv2.imread(str(p)) for p in sorted((prepare(data).root / "images" / "val").iterdir())[:6]]
+    for rate in (None, 0.5):
+        on_torch = WBCAnalyzer(weights, head=False, conf=0.001, review_rate=rate, keep_evidence=True)
+        on_onnx = OnnxAnalyzer(tmp_path / "model.onnx", conf=0.001, review_rate=rate, keep_evidence=True)
+        assert on_onnx.operating_point == on_torch.operating_point
+        torch_cells, onnx_cells = on_torch(images), on_onnx(images)
+        reviewed_cells = [(t, o) for row_t, row_o in zip(torch_cells, onnx_cells) for t, o in zip(row_t, row_o) if t.type_probability is not None]
+        assert [len(r) for r in torch_cells] == [len(r) for r in onnx_cells] and len(reviewed_cells) > 5
+        for t, o in reviewed_cells:
+            assert o.type_probability == pytest.approx(t.type_probability, abs=1e-4)
+            assert np.allclose(o.evidence["features"], t.evidence["features"], atol=1e-5)
+            assert np.allclose(o.evidence["scores"], t.evidence["scores"], atol=1e-5)
+            # the same evidence, scored by the same review model at the same operating point (this briefly trained
+            # detector's scores sit on its thresholds and its OOD spread is near zero: float noise could flip a
+            # comparison of the two paths' decisions, not the rule)
+            assert o.review == on_onnx.operating_point.reason(o.type_probability, o.ood)
+        assert any(o.review for _, o in reviewed_cells)
+    bare = OnnxAnalyzer(tmp_path / "model.onnx", conf=0.001, review=False)(images)
+    assert all(c.type_probability is None and not c.review for row in bare for c in row)

@@ -196,21 +196,25 @@ class WBCAnalyzer:
         self.field_size = card.get("train_field_size")
         self.pixel_size = pixel_size
         review_file = None if review is False else Path(review) if review else review_path_for(weights)
-        self.review = ReviewModel.load(review_file) if review_file is not None and review_file.is_file() else None
-        self.review_path = review_file if self.review else None
+        self._load_review(review_file if review_file is not None and review_file.is_file() else None, review_rate)
+        self.keep_evidence = keep_evidence
+        evidence = (self.review.layers, self.review.roi_size, self.review.head_features) if self.review else ()
+        self.evidence = Evidence(self.detector, *evidence) if self.review or keep_evidence else None
+        self.review_classes = set(self.review.type_classes if self.review else self.model_names.values())
+
+    def _load_review(self, path: Path | None, review_rate: float | None) -> None:
+        """The review model (None: none) and its operating point, checked against the type head."""
+        self.review = ReviewModel.load(path) if path else None
+        self.review_path = path
         self.operating_point = self.review.operating_point(review_rate) if self.review else None
-        if self.review and self.type_head and self.review.type_classes != self.type_head.config.attributes[0]["values"]:
-            raise UsageError(f"{self.type_head_path} types {self.type_head.config.attributes[0]['values']}, "
+        if self.review and self.type_index and self.review.type_classes != [self.model_names[i] for i in self.type_index]:
+            raise UsageError(f"{self.type_head_path} types {[self.model_names[i] for i in self.type_index]}, "
                              f"the review model {self.review_path} {self.review.type_classes}: fit the review model with this head")
         if self.review and abs(self.review.head_share - self.type_share) > 1e-9:
             from ultralytics.utils import LOGGER
 
             LOGGER.warning(f"the review model {self.review_path} was calibrated with the type head weighing {self.review.head_share:g}, "
                            f"this analyzer weighs it {self.type_share:g}: type probabilities are not calibrated (refit with calibrate.py)")
-        self.keep_evidence = keep_evidence
-        evidence = (self.review.layers, self.review.roi_size, self.review.head_features) if self.review else ()
-        self.evidence = Evidence(self.detector, *evidence) if self.review or keep_evidence else None
-        self.review_classes = set(self.review.type_classes if self.review else self.model_names.values())
 
     def _load_type_head(self, path: Path, card: dict, share: float | None) -> None:
         head = AttributeHead.load(path)

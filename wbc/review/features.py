@@ -24,40 +24,53 @@ class Evidence:
         self.tap = FeatureTap(detector, self.layers)
         self.branch: list[torch.Tensor | None] = []
         if head:
-            detect = detector.model[-1]
-            if not hasattr(detect, "cv3"):
-                raise ValueError(f"{type(detect).__name__} has no classification branch (cv3) to take type features from")
-            self.branch = [None] * len(detect.cv3)
-            for i, seq in enumerate(detect.cv3):
-                seq[-2].register_forward_hook(self._keep(i))
+            self.branch = [None] * len(branch_modules(detector))
+            for i, module in enumerate(branch_modules(detector)):
+                module.register_forward_hook(self._keep(i))
 
     def _keep(self, level: int):
         def hook(module, inputs, output):
             self.branch[level] = output
         return hook
 
-    def head_features(self, batch: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-        """(K, C) classification-branch features at anchors (indices into the detector's concatenated
-        anchor list: level by level, row-major) of the given batch items."""
-        sizes = torch.tensor([f.shape[2] * f.shape[3] for f in self.branch], device=anchors.device)
-        offsets = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
-        level = torch.bucketize(anchors, offsets[1:], right=True)
-        out = []
-        for b, a, lv in zip(batch.long().tolist(), anchors.long().tolist(), level.tolist()):
-            f = self.branch[lv]
-            y, x = divmod(a - int(offsets[lv]), f.shape[3])
-            out.append(f[b, :, y, x])
-        return torch.stack(out).float() if out else torch.zeros(0, self.branch[0].shape[1])
-
     def embed(self, boxes: torch.Tensor, input_size: tuple[int, int], anchors: torch.Tensor | None = None) -> torch.Tensor:
         """``boxes`` (K, 5) ``[batch index, x1, y1, x2, y2]`` in input pixels (and, with ``head``, the
         anchor index each was found at) -> (K, D)."""
-        s = self.roi_size
-        parts = [roi_align(f, boxes.to(f.dtype), (s, s), spatial_scale=f.shape[-1] / input_size[1], sampling_ratio=2,
-                           aligned=True).mean((2, 3)).float() for f in self.tap.features]
-        if self.head:
-            parts.append(self.head_features(boxes[:, 0], anchors.to(boxes.device)))
-        return torch.cat(parts, 1)
+        return embed(self.tap.features, self.branch if self.head else None, boxes, input_size, anchors, self.roi_size)
+
+
+def branch_modules(detector: torch.nn.Module) -> list[torch.nn.Module]:
+    """The last hidden layer of the classification branch at every level (``Detect.cv3[i][-2]``)."""
+    detect = detector.model[-1]
+    if not hasattr(detect, "cv3"):
+        raise ValueError(f"{type(detect).__name__} has no classification branch (cv3) to take type features from")
+    return [seq[-2] for seq in detect.cv3]
+
+
+def branch_features(branch: list[torch.Tensor], batch: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """(K, C) classification-branch features at anchors (indices into the detector's concatenated
+    anchor list: level by level, row-major) of the given batch items."""
+    sizes = torch.tensor([f.shape[2] * f.shape[3] for f in branch], device=anchors.device)
+    offsets = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
+    level = torch.bucketize(anchors, offsets[1:], right=True)
+    out = []
+    for b, a, lv in zip(batch.long().tolist(), anchors.long().tolist(), level.tolist()):
+        f = branch[lv]
+        y, x = divmod(a - int(offsets[lv]), f.shape[3])
+        out.append(f[b, :, y, x])
+    return torch.stack(out).float() if out else torch.zeros(0, branch[0].shape[1])
+
+
+def embed(maps: list[torch.Tensor], branch: list[torch.Tensor] | None, boxes: torch.Tensor, input_size: tuple[int, int],
+          anchors: torch.Tensor | None, roi_size: int = 7) -> torch.Tensor:
+    """The feature vectors (K, D) of ``boxes`` from one forward pass's maps of the pooled layers and, where
+    given, its classification-branch maps at every level (:class:`Evidence`; the ONNX export's outputs)."""
+    s = roi_size
+    parts = [roi_align(f, boxes.to(f.dtype), (s, s), spatial_scale=f.shape[-1] / input_size[1], sampling_ratio=2,
+                       aligned=True).mean((2, 3)).float() for f in maps]
+    if branch is not None:
+        parts.append(branch_features(branch, boxes[:, 0], anchors.to(boxes.device)))
+    return torch.cat(parts, 1)
 
 
 def logits_of(scores: torch.Tensor) -> torch.Tensor:
