@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from wbc.canonical import prepare  # noqa: E402
 from wbc.evaluation.differential_error import differential_error, error_table, predicted_per_field, truth_per_field  # noqa: E402
-from wbc.evaluation.through_predict import add_split_arguments, predict_split  # noqa: E402
+from wbc.evaluation.through_predict import add_split_arguments, predict_split, predict_switches  # noqa: E402
 from wbc.paths import REPO_ROOT, new_run_dir  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def main(argv=None):
     spec = canonical.spec
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "differential_error")
     summary, cells_json, _ = predict_split(canonical, args.split, out, args.weights, review_rate=args.review_rate,
-                                           review=False if args.no_review_model else None, colour=not args.no_colour_norm)
+                                           review=False if args.no_review_model else None, **predict_switches(args))
     groups = {c: truth for g in args.groups for truth, members in [g.split("=", 1)] for c in members.split(",")}
     boxes = canonical.attributes()
     boxes = boxes[boxes["split"] == args.split]

@@ -24,7 +24,7 @@ from wbc.canonical import prepare  # noqa: E402
 from wbc.evaluation import coco  # noqa: E402
 from wbc.evaluation.audit import apply_audit, read_audit  # noqa: E402
 from wbc.evaluation.report import origin_table  # noqa: E402
-from wbc.evaluation.through_predict import add_split_arguments, predict_split, score_cells  # noqa: E402
+from wbc.evaluation.through_predict import add_split_arguments, predict_split, predict_switches, score_cells  # noqa: E402
 from wbc.paths import REPO_ROOT, new_run_dir  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main(argv=None):
     canonical = prepare(args.data)
     out = new_run_dir(args.name, REPO_ROOT / "runs" / "predict_ap")
     summary, cells_json, fields = predict_split(canonical, args.split, out, args.weights, conf=args.conf, pixel_size=args.pixel_size,
-                                                rescale=not args.no_rescale, colour=not args.no_colour_norm)
+                                                rescale=not args.no_rescale, **predict_switches(args))
     class_map = yaml.safe_load(Path(args.class_map).read_text()) if args.class_map else None
     gt, origins = coco.ground_truth(canonical, args.split), dict(zip(fields["image"], fields["origin"]))
     result = score_cells(cells_json, gt, class_map, origins)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.loss import v8DetectionLoss
 
-from wbc.partial_labels import PartialLabelBCE, PartialLabelDetectionLoss, any_member, set_matrix
+from wbc.partial_labels import PartialLabelBCE, PartialLabelDetectionLoss, any_member, set_matrix, some_member_scores
 from wbc.weights import model_config
 
 NAMES = ["A", "B", "RBC"]  # A and B: two WBC types
@@ -46,6 +46,15 @@ def test_an_untyped_box_teaches_some_type_but_no_type():
 def test_any_member_is_the_noisy_or():
     p = torch.tensor([[0.5, 0.5, 0.9]])
     torch.testing.assert_close(any_member(p, SETS), torch.tensor([[0.75]]), atol=1e-5, rtol=0)
+
+
+def test_some_member_scores_raise_the_best_member_to_the_noisy_or_and_keep_the_ranking():
+    scores = torch.tensor([[[0.5, 0.0], [0.5, 0.3], [0.9, 0.2]]])  # (1 image, classes A B RBC, 2 anchors)
+    out = some_member_scores(scores, [0, 1])
+    torch.testing.assert_close(out[0, :2, 0], torch.tensor([0.75, 0.75]))  # a tie stays a tie, at 1 - 0.5 * 0.5
+    torch.testing.assert_close(out[0, :2, 1], torch.tensor([0.0, 0.3]))  # one member: its own score
+    torch.testing.assert_close(out[0, 2], scores[0, 2])  # a non-member is untouched
+    assert some_member_scores(scores, []) is scores
 
 
 @pytest.fixture(scope="module")

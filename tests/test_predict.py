@@ -179,6 +179,57 @@ def test_a_cell_scored_as_two_types_is_one_cell(monkeypatch):
     assert sorted(c.class_name for c in cells) == ["BNE", "RBC"]
 
 
+def test_a_cell_split_between_types_is_scored_as_some_wbc(monkeypatch):
+    """An unfamiliar WBC splits its score between types (BNE 0.20, SNE 0.15, MY 0.10): no type reaches
+    --conf 0.25, but the probability that it is some WBC type (noisy-OR, 0.388) does, so the cell is
+    found, as its best type; a red cell scored RBC 0.20, PLT 0.15 is not a WBC and stays below.
+    --max-type-score (some_type=False) scores each box by its best class alone."""
+    import torch
+
+    from wbc.inference import WBCAnalyzer
+    from wbc.paths import DEFAULT_WEIGHTS
+
+    analyzer = WBCAnalyzer(DEFAULT_WEIGHTS, head=False, rescale=False, review=False, types=False)
+    names = list(analyzer.names.values())
+    raw = torch.zeros(1, 4 + len(names), 8)
+    raw[0, :4, 0], raw[0, :4, 1] = torch.tensor([100.0, 100.0, 80.0, 80.0]), torch.tensor([250.0, 250.0, 40.0, 40.0])
+    for j, scores in ((0, {"BNE": 0.2, "SNE": 0.15, "MY": 0.1}), (1, {"RBC": 0.2, "PLT": 0.15})):
+        for name, p in scores.items():
+            raw[0, 4 + names.index(name), j] = p
+    monkeypatch.setattr(analyzer, "_forward", lambda x: (raw, {}))
+    field = [np.full((352, 352, 3), 200, np.uint8)]
+    assert [(c.class_name, round(c.confidence, 3)) for c in analyzer(field)[0]] == [("BNE", 0.388)]
+    analyzer.some_type = False
+    assert analyzer(field)[0] == []
+
+
+def test_a_cell_kept_only_as_some_wbc_must_look_like_the_training_cells(monkeypatch):
+    """On a stain nobody trained on, red cells get many small type scores that add up. A box that no
+    type of its own carries above --conf is kept only if the review model does not find it unlike the
+    training cells; a box its best type carries stays whatever the review says (it goes to unidentified)."""
+    import torch
+
+    from wbc.inference import WBCAnalyzer
+    from wbc.paths import DEFAULT_WEIGHTS
+    from wbc.review.decision import UNFAMILIAR
+
+    analyzer = WBCAnalyzer(DEFAULT_WEIGHTS, head=False, rescale=False, review=False, types=False)
+    names = list(analyzer.names.values())
+    raw = torch.zeros(1, 4 + len(names), 8)
+    split = {"BNE": 0.2, "SNE": 0.15, "MY": 0.1}
+    for j, (xywh, scores) in enumerate((([60, 60, 50, 50], split), ([200, 60, 50, 50], split), ([60, 200, 50, 50], {"LY": 0.6}))):
+        raw[0, :4, j] = torch.tensor(xywh, dtype=torch.float32)
+        for name, p in scores.items():
+            raw[0, 4 + names.index(name), j] = p
+    monkeypatch.setattr(analyzer, "_forward", lambda x: (raw, {}))
+    # the review model's verdict, by the box's left edge: the second split cell and the lymphocyte look unfamiliar
+    monkeypatch.setattr(analyzer, "evidence", object())
+    monkeypatch.setattr(analyzer, "_review", lambda detections, rois, own, size: [
+        (0.5, 1.0, UNFAMILIAR if float(r[1]) > 100 or float(r[2]) > 100 else "", None) for r in rois])
+    cells = analyzer([np.full((352, 352, 3), 200, np.uint8)])[0]
+    assert sorted((c.class_name, round(c.box[0]), c.review) for c in cells) == [("BNE", 35, ""), ("LY", 35, UNFAMILIAR)]
+
+
 def test_a_cell_boxed_again_around_its_neighbour_is_one_cell(monkeypatch):
     """A lymphocyte boxed alone (MO 0.47) and again with the red cell beside it (MO 0.43): IoU 0.55, so
     NMS at 0.7 keeps both and the cell would be counted twice. The box lying wholly inside the other is

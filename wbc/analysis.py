@@ -125,7 +125,7 @@ class Analysis:
         self.analyzer = WBCAnalyzer(o.weights, o.head, o.imgsz, o.conf, o.iou, o.device,
                                     cell_classifier=CellClassifier.from_yaml(o.cell_classifier, o.device) if o.cell_classifier else None,
                                     rescale=o.rescale, pixel_size=o.pixel_size, review=o.review, review_rate=o.review_rate,
-                                    colour=o.colour, types=o.types)
+                                    colour=o.colour, types=o.types, some_type=o.some_type)
         self.names = list(self.analyzer.names.values())
         card_wbc, card_nrbc = model_cell_types(o.weights, self.names)
         self.wbc_list = o.wbc_classes or card_wbc

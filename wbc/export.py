@@ -146,7 +146,7 @@ class OnnxAnalyzer(WBCAnalyzer):
 
     def __init__(self, onnx_file: str | Path, conf: float = 0.25, iou: float = 0.7, max_det: int = 300, threads: int | None = None,
                  attributes: bool = True, rescale: bool = True, pixel_size: float | None = None, types: bool = True,
-                 review: bool = True, review_rate: float | None = None, keep_evidence: bool = False):
+                 review: bool = True, review_rate: float | None = None, keep_evidence: bool = False, some_type: bool = True):
         import onnxruntime as ort
 
         onnx_file = Path(onnx_file)
@@ -174,6 +174,7 @@ class OnnxAnalyzer(WBCAnalyzer):
         self.reference_rbc_px = meta.get("train_rbc_diameter_px") if rescale else None  # fields at the training scale, as WBCAnalyzer
         self.field_size, self.pixel_size = meta.get("train_field_size"), pixel_size
         self.nested, self.nested_classes = meta.get("nested", 1.0), meta.get("nested_classes", [])  # older exports: NMS alone
+        self.some_type = some_type
         self.colour_reference = ColourReference.from_card(meta)  # older exports: fields in their own colours
         # the type head fused with the detector's classes as WBCAnalyzer does; without one (older exports, types=False) the detector's
         self.type_head, self.type_head_path, self.type_share, self.type_index = None, None, 0.0, []

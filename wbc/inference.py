@@ -30,7 +30,9 @@ from wbc.classify.cell_classifier import CellClassifier
 from wbc.device import torch_device
 from wbc.errors import UsageError
 from wbc.offline import guard_downloads
+from wbc.partial_labels import some_member_scores
 from wbc.paths import DEFAULT_WEIGHTS
+from wbc.review.decision import UNFAMILIAR
 from wbc.review.features import Evidence, anchor_scores
 from wbc.review.model import ReviewModel, review_path_for
 from wbc.type_fusion import fused_log_probabilities, types_path_for
@@ -163,12 +165,14 @@ class WBCAnalyzer:
                  conf: float = 0.25, iou: float = 0.7, device: str = "cpu", max_det: int = 300, class_map: ClassMap | None = None,
                  cell_classifier: CellClassifier | None = None, rescale: bool = True, pixel_size: float | None = None,
                  review: str | Path | bool | None = None, review_rate: float | None = None, keep_evidence: bool = False,
-                 nested: float = 0.8, colour: bool = True, types: str | Path | bool | None = None, type_share: float | None = None):
+                 nested: float = 0.8, colour: bool = True, types: str | Path | bool | None = None, type_share: float | None = None,
+                 some_type: bool = True):
         self.detector, self.names, args = load_detector(weights)
         self.model_names = dict(self.names)  # the detector's own classes (self.names changes under a class map)
         card = model_card(weights)
         # the classes whose nested second boxes are dropped (nested_duplicates): the WBC types, where known
         self.nested, self.nested_classes = nested, [i for i, n in self.model_names.items() if n in card.get("wbc_classes", [])]
+        self.some_type = some_type  # a WBC-type box scored as "some WBC type" (wbc.partial_labels.some_member_scores)
         self.class_map = None
         if class_map:
             self.map_classes(class_map)
@@ -332,8 +336,12 @@ class WBCAnalyzer:
         nc = len(self.model_names)
         # one box per cell: class-agnostic NMS, so that a cell scored as two WBC types (BNE 0.72, SNE 0.57) is counted once;
         # every class score and the anchor index ride along as extra columns, for the review decision
+        # a WBC-type box's confidence: the probability that it is some WBC type (the noisy-OR of its type scores), not
+        # its best type's alone, which an unfamiliar cell splits between types (docs/cross_source.md); the type stays its best
         anchors = torch.arange(predictions.shape[2], device=predictions.device, dtype=predictions.dtype).expand(len(predictions), 1, -1)
-        detections = non_max_suppression(torch.cat([predictions, predictions[:, 4:4 + nc], anchors], 1), self.conf, self.iou,
+        scores = predictions[:, 4:4 + nc]
+        ranked = some_member_scores(scores, self.nested_classes) if self.some_type else scores
+        detections = non_max_suppression(torch.cat([predictions[:, :4], ranked, scores, anchors], 1), self.conf, self.iou,
                                          agnostic=True, max_det=self.max_det, nc=nc)
         # and a WBC-type box mostly inside a higher-scored one is the same cell boxed twice (nested_duplicates)
         typed = torch.tensor(self.nested_classes, device=predictions.device)
@@ -360,7 +368,12 @@ class WBCAnalyzer:
                     c.type_probability, c.ood, c.review, c.evidence = reviews[k + j]
                     if c.evidence is not None:
                         c.evidence["attributes"] = {name: p[k + j] for name, p in raw.items() if k + j in p}
-            k += len(row)
+                # a box kept only as "some WBC type" (no type of its own reaches --conf) must look like the training
+                # cells: on a stain nobody trained on, red cells get many small type scores that add up
+                if self.some_type and self.nested_classes:
+                    rescued = (det[:, 7:7 + nc][:, self.nested_classes].amax(1) < self.conf).tolist()
+                    row = [c for c, r in zip(row, rescued) if not (r and UNFAMILIAR in c.review)]
+            k += len(det)
             cells.append(row)
             if self.cell_classifier:
                 self._call(image, row)

@@ -41,6 +41,22 @@ def any_member(p: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
     return 1 - torch.exp(torch.log1p(-p.clamp(max=1 - 1e-6)) @ sets.T.to(p.dtype))
 
 
+def some_member_scores(scores: torch.Tensor, members: list[int]) -> torch.Tensor:
+    """Raw class scores (B, nc, anchors) -> the same with the members' scores rescaled so that their
+    highest becomes the probability that *some* member is present (noisy-OR, never below that
+    highest): a box's confidence is then how likely it is to be one of them (a WBC of some type, the
+    quantity the loss teaches on untyped boxes), and its most likely member stays the same."""
+    if not members:
+        return scores
+    index = torch.as_tensor(members, device=scores.device)
+    p = scores.index_select(1, index)
+    top = p.max(1, keepdim=True).values
+    some = any_member(p.transpose(1, 2), torch.ones(1, len(members), device=scores.device)).transpose(1, 2)
+    out = scores.clone()
+    out[:, index] = p * (torch.maximum(some, top) / top.clamp_min(1e-12))
+    return out
+
+
 class PartialLabelAssigner(TaskAlignedAssigner):
     """TaskAlignedAssigner for labels ``0..nc-1`` (classes) and ``nc..nc+S-1`` (label sets)."""
 

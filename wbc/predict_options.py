@@ -51,6 +51,8 @@ class PredictOptions:
                                       "diameter, 7.5 µm); each field is resized to the scale the model was trained on (its model "
                                       "card records it)", rule=PIXEL_SIZE)
     rescale: bool = option(True, "run every field at the size it comes (no resizing to the training scale)", negate="--no-rescale")
+    some_type: bool = option(True, "score a WBC-type box by its best type alone (not by the probability that it is some WBC type, "
+                             "which an unfamiliar cell split between two types keeps above --conf)", negate="--max-type-score")
     colour: bool = option(True, "run every field in its own colours (no normalisation of its CIELAB mean and spread to the training "
                           "fields', which the model card records)", negate="--no-colour-norm")
     tile: int | None = option(None, "fields (after resizing to the training scale) with a side above 1.5 x this many pixels are "

@@ -73,7 +73,7 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
              device: str = "cpu", data_root: str | None = None, attridet_csv: bool = False, plots: bool = True,
              class_map: str | Path | None = None, cell_classifier: str | Path | None = None, log=print,
              pixel_size: float | None = None, rescale: bool = True, field_groups: dict[str, list[str]] | None = None,
-             colour: bool = True, types: str | Path | bool | None = None) -> dict:
+             colour: bool = True, types: str | Path | bool | None = None, some_type: bool = True) -> dict:
     """Evaluate and write everything to ``out`` (created). Returns the content of metrics.json. ``class_map``:
     a yaml mapping the model's classes to the dataset's, for a model trained on other classes."""
     start = time.time()
@@ -83,7 +83,7 @@ def evaluate(weights: str | Path, data: str, out: Path, split: str = "val", imgs
         raise DatasetError(canonical.spec.yaml_path, f"no split '{split}' ({why})")
     analyzer = WBCAnalyzer(weights, head, imgsz, conf, iou, device,
                            cell_classifier=CellClassifier.from_yaml(cell_classifier, device) if cell_classifier else None,
-                           rescale=rescale, pixel_size=pixel_size, colour=colour, types=types)
+                           rescale=rescale, pixel_size=pixel_size, colour=colour, types=types, some_type=some_type)
     names = canonical.spec.names
     if class_map:
         analyzer.map_classes(load_class_map(class_map, list(analyzer.names.values()), names))
@@ -301,6 +301,8 @@ def main(argv=None):
     p.add_argument("--no-rescale", action="store_true", help="evaluate every field at the size it comes")
     p.add_argument("--no-colour-norm", action="store_true", help="evaluate every field in its own colours (no normalisation to the "
                    "training fields' colours, which predict.py does where the model card records them)")
+    p.add_argument("--max-type-score", action="store_true", help="score a WBC box by its best type alone, not by the probability "
+                   "that it is some WBC type (predict.py --max-type-score)")
     p.add_argument("--types", help="type head file, if not beside the weights (<stem>.types.pt)")
     p.add_argument("--no-type-head", action="store_true", help="type by the detector's classes alone, not with the type head beside the weights")
     p.add_argument("--field-groups", nargs="+", metavar="GROUP=A,B", help="also score the WBC type per field with classes grouped, "
@@ -316,5 +318,5 @@ def main(argv=None):
                       False if args.no_head else args.head, args.device, args.data_root, args.attridet_csv, not args.no_plots,
                       args.class_map, args.cell_classifier, pixel_size=args.pixel_size, rescale=not args.no_rescale,
                       field_groups=parse_groups(args.field_groups), colour=not args.no_colour_norm,
-                      types=False if args.no_type_head else args.types)
+                      types=False if args.no_type_head else args.types, some_type=not args.max_type_score)
     print(f"{result['images']} images in {result['wall_seconds']:.0f} s; written to {out}")

@@ -12,14 +12,20 @@ from wbc.predict import predict
 
 
 def add_split_arguments(parser) -> None:
-    """The arguments every such benchmark takes: --data, --split, --weights, --no-colour-norm (pass
-    ``colour=not args.no_colour_norm`` to :func:`predict_split`)."""
+    """The arguments every such benchmark takes: --data, --split, --weights, and predict.py's switches
+    --no-colour-norm and --max-type-score (pass ``**predict_switches(args)`` to :func:`predict_split`)."""
     from wbc.paths import DEFAULT_WEIGHTS
 
     parser.add_argument("--data", required=True, help="dataset yaml")
     parser.add_argument("--split", default="val")
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     parser.add_argument("--no-colour-norm", action="store_true", help="fields in their own colours (predict.py --no-colour-norm)")
+    parser.add_argument("--max-type-score", action="store_true", help="a WBC box scored by its best type alone (predict.py --max-type-score)")
+
+
+def predict_switches(args) -> dict:
+    """The predict.py switches of :func:`add_split_arguments`, as keyword arguments of :func:`predict_split`."""
+    return {"colour": not args.no_colour_norm, "some_type": not args.max_type_score}
 
 
 def predict_split(canonical: CanonicalDataset, split: str, out: Path, weights, origin: str | None = None,
