@@ -99,8 +99,8 @@ def test_predict_argument_ranges(field, capsys, argv, message):
 # ---- predict.py: checks that need the model or the source -------------------------------------
 
 def test_overlap_larger_than_half_the_default_tile(field, capsys):
-    code, line = cli(predict_main, ["--source", field, "--overlap", 400, "--name", "x"], capsys)
-    assert (code, line) == (2, "error: --overlap 400: must be ≥ 0 and ≤ half of --tile 363 (181); a cell needs an overlap only "
+    code, line = cli(predict_main, ["--source", field, "--overlap", 600, "--name", "x"], capsys)
+    assert (code, line) == (2, "error: --overlap 600: must be ≥ 0 and ≤ half of --tile 1089 (544); a cell needs an overlap only "
                                "a little larger than itself")
 
 

@@ -44,7 +44,7 @@ def test_cell_types_and_tile_size_come_from_the_model_card(tmp_path):
     weights = tmp_path / "m.pt"
     assert model_cell_types(weights, names) == (names, []) and default_tile(weights, 256) == 384  # no card: every class, 1.5 x input
     weights.with_suffix(".json").write_text(json.dumps({"wbc_classes": ["ERB", "LY"], "nrbc_classes": ["ERB"], "train_field_size": 363}))
-    assert model_cell_types(weights, names) == (["ERB", "LY"], ["ERB"]) and default_tile(weights, 256) == 363
+    assert model_cell_types(weights, names) == (["ERB", "LY"], ["ERB"]) and default_tile(weights, 256) == 3 * 363
 
 
 
@@ -102,6 +102,23 @@ def test_a_4000x3000_field_is_tiled_without_losing_or_doubling_cells_at_seams():
     for x, y in placed:  # each placed cell found once, where it was drawn
         assert sum(abs(x - fx) <= 1 and abs(y - fy) <= 1 for fx, fy in found) == 1, (x, y)
     assert all(50 <= c.box[2] - c.box[0] <= 52 for c in cells)  # whole cells, never a part cut by a seam
+
+
+def test_the_default_tile_keeps_a_wbc_as_large_as_the_training_fields_largest_across_its_edges():
+    """A cell cut by a tile edge is kept only from a tile that holds it whole, so the overlap must exceed
+    a WBC: at the training scale PBC's WBCs reach 308 px. The default tile (3 training fields, 1,089 px,
+    overlap 363) finds such a cell wherever a tile edge crosses it; one training field (363 px,
+    overlap 121), the old default, loses it from every tile."""
+    from wbc.paths import DEFAULT_WEIGHTS
+    from wbc.tiling import analyze_tiled, tiles
+
+    tile = default_tile(DEFAULT_WEIGHTS, 352)
+    assert tile == 1089
+    image = np.full((2400, 2400, 3), 230, np.uint8)
+    x0, _, x1, _ = tiles(2400, 2400, tile, tile // 3)[1]  # the second tile of the first row: its left edge crosses the cell
+    cv2.circle(image, (x0 + 40, 600), 150, (60, 60, 60), -1)
+    assert [round(c.box[2] - c.box[0]) for c in analyze_tiled(BlobDetector(), image, tile, tile // 3)] == [301]
+    assert analyze_tiled(BlobDetector(), image, 363, 121) == []
 
 
 def write_bad_and_odd_files(folder, good):

@@ -38,10 +38,18 @@ def model_cell_types(weights: str | Path, names: list[str]) -> tuple[list[str], 
     return wbc, [c for c in wbc if c in (listed.get("nrbc_classes") or [])]
 
 
+TILE_FIELDS = 3  # a tile's side in training fields: its overlap (a third) then exceeds the largest WBC of a field
+
+
 def default_tile(weights: str | Path, imgsz: int) -> int:
-    """Tile side for large images: the size of the fields the model was trained on (model card key
-    ``train_field_size``), so that a tile reaches the network at the training scale; else 1.5 × ``imgsz``."""
-    return int(model_card(weights).get("train_field_size") or round(1.5 * imgsz))
+    """Tile side for large images, at the training scale: three times the side of the fields the model
+    was trained on (model card key ``train_field_size``); else 1.5 × ``imgsz``. A cell cut by a tile's
+    edge is kept only from a tile that holds it whole, so the overlap, a third of the tile, must be
+    larger than a WBC: on PBC's fields (363 px) WBCs are 142 px across (median; 219 px at the 99th
+    percentile, 308 the largest), and the overlap of a 363-px tile, 121 px, lost most WBCs that a tile
+    edge crossed (benchmarks/tiled_fields.py)."""
+    field = model_card(weights).get("train_field_size")
+    return int(TILE_FIELDS * field) if field else round(1.5 * imgsz)
 
 
 def image_names(files: list[Path]) -> dict[Path, str]:

@@ -56,7 +56,7 @@ class PredictOptions:
     colour: bool = option(True, "run every field in its own colours (no normalisation of its CIELAB mean and spread to the training "
                           "fields', which the model card records)", negate="--no-colour-norm")
     tile: int | None = option(None, "fields (after resizing to the training scale) with a side above 1.5 x this many pixels are "
-                              "tiled (default: the training fields' size from the model card, else 1.5 x the input size)", rule=TILE)
+                              "tiled (default: 3 x the training fields' size from the model card, else 1.5 x the input size)", rule=TILE)
     overlap: int | None = option(None, "tile overlap in pixels, larger than a cell, at most half the tile (default: a third of "
                                  "--tile)", rule=NON_NEGATIVE_INT)
     slide_wbc: int = option(200, "whole slides (pyramidal TIFF, SVS, NDPI): stop after this many WBCs are counted in the "
