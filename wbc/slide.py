@@ -42,7 +42,9 @@ TIFF_SUFFIXES = {".tif", ".tiff"}
 THUMBNAIL_SIDE = 4096
 MIN_COVER, MAX_COVER = 0.35, 0.85
 GLASS_DISTANCE = 20  # CIELAB units (8-bit): PBC's monolayer fields cover 0.45-0.65 of their area at this distance
-CELL_MARGIN_PX = 100  # at the training scale: a WBC is 60-90 px across there
+# at the training scale: a cell whose centre lies in a field's core is seen whole up to 200 px across, 97% of PBC's
+# WBCs (142 px at the median); 120 px found 3 fewer of 200 WBCs on benchmarks/slide_reading.py (2026-12-04)
+CELL_MARGIN_PX = 100
 
 
 def is_slide(path: Path) -> bool:
