@@ -247,6 +247,35 @@ def test_a_cell_kept_only_as_some_wbc_must_look_like_the_training_cells(monkeypa
     assert sorted((c.class_name, round(c.box[0]), c.review) for c in cells) == [("BNE", 35, ""), ("LY", 35, UNFAMILIAR)]
 
 
+def test_a_rescue_the_familiarity_test_drops_does_not_take_its_cell_with_it(monkeypatch):
+    """A cell boxed twice: a box its type carries (LY 0.30) and, a few pixels off, a box kept only as
+    "some WBC type" (BNE 0.24, SNE 0.24, MY 0.2: 0.54). The second wins NMS; the review model finds it
+    unfamiliar and it is dropped. The cell must then be found by its first box, as it is without the
+    rescue (--max-type-score), not lost with the box that suppressed it."""
+    import torch
+
+    from wbc.inference import WBCAnalyzer
+    from wbc.paths import DEFAULT_WEIGHTS
+    from wbc.review.decision import UNFAMILIAR
+
+    analyzer = WBCAnalyzer(DEFAULT_WEIGHTS, head=False, rescale=False, review=False, types=False)
+    names = list(analyzer.names.values())
+    raw = torch.zeros(1, 4 + len(names), 8)
+    for j, (xywh, scores) in enumerate((([100, 100, 60, 60], {"LY": 0.30}), ([102, 100, 60, 60], {"BNE": 0.24, "SNE": 0.24, "MY": 0.2}),
+                                        ([101, 101, 60, 58], {"RBC": 0.1, "EO": 0.2, "BA": 0.2}))):
+        raw[0, :4, j] = torch.tensor(xywh, dtype=torch.float32)
+        for name, p in scores.items():
+            raw[0, 4 + names.index(name), j] = p
+    monkeypatch.setattr(analyzer, "_forward", lambda x: (raw, {}))
+    monkeypatch.setattr(analyzer, "evidence", object())
+    # every box unfamiliar, as every cell of a stain nobody trained on can be
+    monkeypatch.setattr(analyzer, "_review", lambda detections, rois, own, size: [(0.5, 1.0, UNFAMILIAR, None) for _ in rois])
+    field = [np.full((352, 352, 3), 200, np.uint8)]
+    assert [(c.class_name, round(c.confidence, 2)) for c in analyzer(field)[0]] == [("LY", 0.3)]
+    analyzer.some_type = False
+    assert [(c.class_name, round(c.confidence, 2)) for c in analyzer(field)[0]] == [("LY", 0.3)]
+
+
 def test_a_cell_boxed_again_around_its_neighbour_is_one_cell(monkeypatch):
     """A lymphocyte boxed alone (MO 0.47) and again with the red cell beside it (MO 0.43): IoU 0.55, so
     NMS at 0.7 keeps both and the cell would be counted twice. The box lying wholly inside the other is

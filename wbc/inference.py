@@ -334,13 +334,31 @@ class WBCAnalyzer:
     def _cells(self, x: torch.Tensor, images: list[np.ndarray]) -> list[list[Cell]]:
         predictions, maps = self._forward(x)
         nc = len(self.model_names)
-        # one box per cell: class-agnostic NMS, so that a cell scored as two WBC types (BNE 0.72, SNE 0.57) is counted once;
-        # every class score and the anchor index ride along as extra columns, for the review decision
         # a WBC-type box's confidence: the probability that it is some WBC type (the noisy-OR of its type scores), not
         # its best type's alone, which an unfamiliar cell splits between types (docs/cross_source.md); the type stays its best
-        anchors = torch.arange(predictions.shape[2], device=predictions.device, dtype=predictions.dtype).expand(len(predictions), 1, -1)
         scores = predictions[:, 4:4 + nc]
         ranked = some_member_scores(scores, self.nested_classes) if self.some_type else scores
+        cells, dropped = self._select_cells(x, images, predictions, maps, ranked)
+        if any(len(d) for d in dropped):
+            # a rescued box the familiarity test dropped may have suppressed (NMS, nested boxes) a box of the same cell
+            # whose own type reaches --conf: its rescued neighbours leave with it and the selection runs again, so that
+            # the cell is found as it is without the rescue
+            ranked = self._without_rescues(ranked, scores, predictions[:, :4], dropped)
+            cells, _ = self._select_cells(x, images, predictions, maps, ranked)
+        if self.cell_classifier:
+            for image, row in zip(images, cells):
+                self._call(image, row)
+        return cells
+
+    def _select_cells(self, x: torch.Tensor, images: list[np.ndarray], predictions: torch.Tensor, maps: dict[int, torch.Tensor],
+                      ranked: torch.Tensor) -> tuple[list[list[Cell]], list[torch.Tensor]]:
+        """(cells per image, per image the boxes (xyxy, input pixels) dropped by the familiarity test) of
+        the detections that ``ranked`` (class scores per anchor) selects."""
+        nc = len(self.model_names)
+        scores = predictions[:, 4:4 + nc]
+        # one box per cell: class-agnostic NMS, so that a cell scored as two WBC types (BNE 0.72, SNE 0.57) is counted once;
+        # every class score and the anchor index ride along as extra columns, for the review decision
+        anchors = torch.arange(predictions.shape[2], device=predictions.device, dtype=predictions.dtype).expand(len(predictions), 1, -1)
         detections = non_max_suppression(torch.cat([predictions[:, :4], ranked, scores, anchors], 1), self.conf, self.iou,
                                          agnostic=True, max_det=self.max_det, nc=nc)
         # and a WBC-type box mostly inside a higher-scored one is the same cell boxed twice (nested_duplicates)
@@ -356,13 +374,14 @@ class WBCAnalyzer:
         own = torch.cat([d[:, 6] for d in detections]).long().tolist()  # every detection's own class, in order
         attributes, raw = self._attributes(maps, rois, own, tuple(x.shape[-2:])) if self.attribute_specs else (None, {})
         reviews = self._review(detections, rois, own, tuple(x.shape[-2:])) if self.evidence else None
-        cells, k = [], 0
+        cells, dropped, k = [], [], 0
         for det, image in zip(detections, images):
             det = det.cpu()
             boxes = (unletterbox(det[:, :4].clone(), x.shape[-2:], image.shape[:2], self.gain) if self.gain
                      else scale_boxes(x.shape[-2:], det[:, :4].clone(), image.shape[:2])).tolist()
             row = [Cell(tuple(box), int(cls), self.names[int(cls)], score, attributes[k + j] if attributes else {})
                    for j, (box, score, cls) in enumerate(zip(boxes, det[:, 4].tolist(), det[:, 5].tolist()))]
+            gone = torch.zeros(len(row), dtype=torch.bool)
             if reviews:
                 for j, c in enumerate(row):
                     c.type_probability, c.ood, c.review, c.evidence = reviews[k + j]
@@ -371,13 +390,39 @@ class WBCAnalyzer:
                 # a box kept only as "some WBC type" (no type of its own reaches --conf) must look like the training
                 # cells: on a stain nobody trained on, red cells get many small type scores that add up
                 if self.some_type and self.nested_classes:
-                    rescued = (det[:, 7:7 + nc][:, self.nested_classes].amax(1) < self.conf).tolist()
-                    row = [c for c, r in zip(row, rescued) if not (r and UNFAMILIAR in c.review)]
+                    rescued = det[:, 7:7 + nc][:, self.nested_classes].amax(1) < self.conf
+                    gone = rescued & torch.tensor([UNFAMILIAR in c.review for c in row], dtype=torch.bool)
+                    row = [c for c, g in zip(row, gone.tolist()) if not g]
             k += len(det)
             cells.append(row)
-            if self.cell_classifier:
-                self._call(image, row)
-        return cells
+            dropped.append(det[gone, :4])
+        return cells, dropped
+
+    def _without_rescues(self, ranked: torch.Tensor, scores: torch.Tensor, boxes_xywh: torch.Tensor,
+                         dropped: list[torch.Tensor]) -> torch.Tensor:
+        """``ranked`` with the anchors that box the same cell as a dropped box (IoU above NMS's, or one mostly
+        inside the other) and have no WBC type of their own reaching --conf scored as without "some WBC
+        type" (their raw class scores): such a cell is then selected as by its best type alone."""
+        from torchvision.ops import box_iou
+
+        ranked = ranked.clone()
+        rescued = scores[:, self.nested_classes].amax(1) < self.conf  # (B, anchors)
+        for b, gone in enumerate(dropped):
+            if not len(gone):
+                continue
+            gone = gone.to(ranked.device, ranked.dtype)
+            xy, wh = boxes_xywh[b, :2].T, boxes_xywh[b, 2:].T
+            candidates = torch.cat([xy - wh / 2, xy + wh / 2], 1)
+            lt = torch.maximum(candidates[:, None, :2], gone[None, :, :2])
+            rb = torch.minimum(candidates[:, None, 2:], gone[None, :, 2:])
+            inter = (rb - lt).clamp(min=0).prod(2)
+            area_c = (candidates[:, 2:] - candidates[:, :2]).clamp(min=0).prod(1)[:, None]
+            area_g = (gone[:, 2:] - gone[:, :2]).clamp(min=0).prod(1)[None, :]
+            same = ((box_iou(candidates, gone) > self.iou) | (inter >= self.nested * area_c.clamp(min=1e-9))
+                    | (inter >= self.nested * area_g.clamp(min=1e-9))).any(1)
+            back = same & rescued[b]
+            ranked[b, :, back] = scores[b, :, back]
+        return ranked
 
     def _types(self, detections: list[torch.Tensor], maps: dict[int, torch.Tensor], input_size: tuple[int, int]) -> list[torch.Tensor]:
         """Each WBC-type detection (by the detector's class) typed by the fused distribution of the
