@@ -11,7 +11,8 @@ off); both typings are read off the same cells (:mod:`wbc.evaluation.typing`). R
 (the fields' origin) and pooled: per-cell accuracy on the typed ground-truth boxes and, on datasets
 of single-WBC fields, per-field accuracy; with ``--groups`` also with each group's classes as one.
 With ``--fusion W ..`` also typed by both at once (the head's share W of a geometric mean of the
-two distributions).
+two distributions). ``--describes WBC ERB``: the head types the detector's WBC boxes, for a detector
+whose classes are not types (WBC / ERB / RBC / PLT, design (a) of docs/cross_source.md).
 Writes ``runs/benchmarks/type_head/<name>/`` (``results.json``, ``results.md``, ``cells.csv``).
 """
 
@@ -49,6 +50,9 @@ def main(argv=None):
     p.add_argument("--fusion", nargs="+", type=float, default=[],
                    help="also type by both opinions at once, the head's share of each weighted geometric mean (0-1; "
                         "wbc.evaluation.typing.fused_probabilities)")
+    p.add_argument("--describes", nargs="+",
+                   help="the detector's classes the head types (default: the head's types themselves); for a detector "
+                        "without type classes (design (a): data/wbc_multisource_3class.yaml), e.g. --describes WBC ERB")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--name", default="exp")
     args = p.parse_args(argv)
@@ -65,6 +69,12 @@ def main(argv=None):
     analyzer = WBCAnalyzer(args.weights, args.head, review=False, colour=not args.no_colour_norm, keep_evidence=bool(args.fusion),
                            types=False)
     wbc = analyzer.head.config.classes
+    if args.describes:
+        unknown = sorted(set(args.describes) - set(analyzer.model_names.values()))
+        if unknown:
+            p.error(f"--describes {' '.join(unknown)}: not classes of {args.weights} ({', '.join(analyzer.model_names.values())})")
+        analyzer.head.config.classes = list(args.describes)  # the boxes the head types; the types stay its own
+    typed_cells = args.describes or wbc
     typers = default_typers()
     if args.fusion:
         index = {n: i for i, n in analyzer.model_names.items()}
@@ -92,7 +102,7 @@ def main(argv=None):
              markdown_table(header, rows)]
     if has_field_classes(canonical, args.split):
         per_field = {}
-        for who, predicted in top_cell_types(cells, wbc, typers).items():
+        for who, predicted in top_cell_types(cells, typed_cells, typers).items():
             f = field_accuracy(canonical, args.split, predicted)
             per_field[who] = {"accuracy": f["accuracy"], "recall_per_class": f["recall_per_class"], "confusion": f["confusion"],
                               **({"grouped": grouped_accuracy(f["confusion"], groups)} if groups else {})}
