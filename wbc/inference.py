@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 from ultralytics.utils.nms import non_max_suppression
-from ultralytics.utils.ops import scale_boxes
+from ultralytics.utils.ops import scale_boxes, xywh2xyxy
 
 from wbc.arguments import IMGSZ, check
 from wbc.attributes.data import CELL_TYPE, letterbox, to_tensor, unletterbox
@@ -39,6 +39,14 @@ from wbc.type_fusion import fused_log_probabilities, types_path_for
 from wbc.weights import load_yolo
 
 
+def inside_shares(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(n, m): the share of each box of ``a`` (xyxy, (n, 4)) that lies inside each box of ``b`` ((m, 4))."""
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(2)
+    return inter / (a[:, 2:] - a[:, :2]).clamp(min=0).prod(1).clamp(min=1e-9)[:, None]
+
+
 def nested_duplicates(boxes: torch.Tensor, scores: torch.Tensor, eligible: torch.Tensor, share: float) -> torch.Tensor:
     """Mask of the boxes (xyxy, (n, 4)) to drop as second boxes of one cell: an ``eligible`` box of which
     at least ``share`` of the area lies inside an eligible box of higher score. NMS at IoU 0.7 keeps such
@@ -48,11 +56,7 @@ def nested_duplicates(boxes: torch.Tensor, scores: torch.Tensor, eligible: torch
     n = len(boxes)
     if n < 2 or share >= 1:
         return torch.zeros(n, dtype=torch.bool, device=boxes.device)
-    lt = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
-    rb = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(2)
-    area = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0).prod(1)
-    inside = inter / area.clamp(min=1e-9)[:, None]  # [i, j]: share of box i inside box j
+    inside = inside_shares(boxes, boxes)
     order = scores.argsort(descending=True)
     drop = torch.zeros(n, dtype=torch.bool, device=boxes.device)
     for rank, i in enumerate(order.tolist()):
@@ -411,15 +415,9 @@ class WBCAnalyzer:
             if not len(gone):
                 continue
             gone = gone.to(ranked.device, ranked.dtype)
-            xy, wh = boxes_xywh[b, :2].T, boxes_xywh[b, 2:].T
-            candidates = torch.cat([xy - wh / 2, xy + wh / 2], 1)
-            lt = torch.maximum(candidates[:, None, :2], gone[None, :, :2])
-            rb = torch.minimum(candidates[:, None, 2:], gone[None, :, 2:])
-            inter = (rb - lt).clamp(min=0).prod(2)
-            area_c = (candidates[:, 2:] - candidates[:, :2]).clamp(min=0).prod(1)[:, None]
-            area_g = (gone[:, 2:] - gone[:, :2]).clamp(min=0).prod(1)[None, :]
-            same = ((box_iou(candidates, gone) > self.iou) | (inter >= self.nested * area_c.clamp(min=1e-9))
-                    | (inter >= self.nested * area_g.clamp(min=1e-9))).any(1)
+            candidates = xywh2xyxy(boxes_xywh[b].T)
+            same = ((box_iou(candidates, gone) > self.iou) | (inside_shares(candidates, gone) >= self.nested)
+                    | (inside_shares(gone, candidates).T >= self.nested)).any(1)
             back = same & rescued[b]
             ranked[b, :, back] = scores[b, :, back]
         return ranked
